@@ -1,0 +1,1 @@
+"""secstream: the real-time layer of SEC-TESTER."""

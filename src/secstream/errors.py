@@ -1,0 +1,80 @@
+"""Exceptions and the contract's WebSocket close codes.
+
+    ServiceError                 close code 1011
+    ├── ConfigError              a setting that does not parse (``serve`` exits 2)
+    ├── ProtocolError            a bad client frame: ``error`` code ``bad_request``
+    ├── AuthError                401 at the handshake, ``invalid_token`` after it
+    │   └── Forbidden            403 at the handshake, ``forbidden`` after it
+    ├── LogUnavailable           Redis does not answer: HTTP 503
+    ├── EventInvalid             a publish body that fails validation: HTTP 422
+    ├── TokenExpired             close 4001
+    ├── HeartbeatTimeout         close 4002
+    ├── RateLimited              close 4008
+    └── SlowConsumer             close 4009
+"""
+
+from __future__ import annotations
+
+WS_1000_NORMAL_CLOSURE = 1000
+WS_1001_GOING_AWAY = 1001
+WS_1008_POLICY_VIOLATION = 1008
+WS_1011_INTERNAL_ERROR = 1011
+WS_4001_TOKEN_EXPIRED = 4001
+WS_4002_HEARTBEAT_TIMEOUT = 4002
+WS_4008_RATE_LIMITED = 4008
+WS_4009_SLOW_CONSUMER = 4009
+
+
+class ServiceError(Exception):
+    code: int = WS_1011_INTERNAL_ERROR
+
+
+class ConfigError(ServiceError):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+class ProtocolError(ServiceError):
+    """A client frame the server cannot act on."""
+
+    error_code = "bad_request"
+
+
+class AuthError(ServiceError):
+    error_code = "invalid_token"
+    status_code = 401
+
+
+class Forbidden(AuthError):
+    error_code = "forbidden"
+    status_code = 403
+
+
+class LogUnavailable(ServiceError):
+    """The event log (Redis) did not answer."""
+
+
+class EventInvalid(ServiceError):
+    """A published event failed validation; ``field`` names the culprit."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class TokenExpired(ServiceError):
+    code = WS_4001_TOKEN_EXPIRED
+
+
+class HeartbeatTimeout(ServiceError):
+    code = WS_4002_HEARTBEAT_TIMEOUT
+
+
+class RateLimited(ServiceError):
+    code = WS_4008_RATE_LIMITED
+
+
+class SlowConsumer(ServiceError):
+    code = WS_4009_SLOW_CONSUMER
