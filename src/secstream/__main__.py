@@ -1,0 +1,3 @@
+from secstream.cli import main
+
+main()

@@ -1,0 +1,204 @@
+"""The ``secstream`` command: ``serve``, ``publish`` and ``bench``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from secstream.config import Settings
+from secstream.errors import ConfigError, EventInvalid, LogUnavailable
+
+logger = logging.getLogger("secstream")
+
+EXIT_CONFIG = 2
+DRAIN_SECONDS = 5
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="secstream", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--redis-url")
+    serve.add_argument("--demo", action="store_true", default=None)
+    serve.add_argument("--log-level", default=os.environ.get("SECSTREAM_LOG_LEVEL", "info"))
+
+    publish = commands.add_parser("publish", help="append one event to the log")
+    publish.add_argument("--redis-url", default=os.environ.get("SECSTREAM_REDIS_URL"))
+    publish.add_argument("--event-type", required=True)
+    publish.add_argument("--data", default="{}", help="the event's data, as JSON")
+    publish.add_argument("--priority", default="normal")
+    publish.add_argument("--audience", help="JSON: {users, groups, roles}")
+    publish.add_argument("--user-id")
+
+    bench = commands.add_parser("bench", help="measure delivery against a real Redis")
+    bench.add_argument("--connections", type=int, default=1000)
+    bench.add_argument("--events", type=int, default=2000)
+    bench.add_argument("--rounds", type=int, default=3)
+    bench.add_argument("--out", type=Path)
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        sys.exit(_serve(args))
+    if args.command == "publish":
+        sys.exit(asyncio.run(_publish(args)))
+    from secstream.bench import run_bench
+
+    sys.exit(run_bench(args))
+
+
+# -- serve ---------------------------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = Settings.from_env(
+            host=args.host, port=args.port, redis_url=args.redis_url, demo=args.demo
+        )
+        if settings.demo and settings.jwt_secret is None and settings.jwt_public_key_file is None:
+            settings = _with_demo_secret(settings)
+        from secstream.auth import Authenticator
+
+        Authenticator.from_settings(settings)
+    except ConfigError as exc:
+        print(f"secstream: bad setting {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+    logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
+    with _redis_for(settings) as settings:
+        from secstream.app import create_app
+
+        app = create_app(settings)
+        server = _Server(
+            uvicorn.Config(
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_level=args.log_level,
+                lifespan="on",
+                timeout_graceful_shutdown=DRAIN_SECONDS,
+                ws_max_size=1024 * 1024,
+                ws_ping_interval=None,
+                ws_ping_timeout=None,
+                proxy_headers=True,
+            )
+        )
+        server.run()
+        return 0 if server.started or server.should_exit else 1
+
+
+class _DenialNoise(logging.Filter):
+    """uvicorn logs a refused handshake (401/403/503 before accept) as an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
+def _with_demo_secret(settings: Settings) -> Settings:
+    """The demo's HS256 secret, kept under the data dir so tokens survive a restart."""
+    path = settings.data_dir / "demo-jwt-secret"
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return Settings(**{**_fields(settings), "jwt_secret": path.read_text().strip()})
+
+
+def _fields(settings: Settings) -> dict[str, Any]:
+    return {f: getattr(settings, f) for f in Settings.__dataclass_fields__}
+
+
+@contextlib.contextmanager
+def _redis_for(settings: Settings) -> Generator[Settings, None, None]:
+    """The settings to run with: an embedded Redis when no URL is given."""
+    if settings.redis_url is not None:
+        yield settings
+        return
+    from secstream.redis_server import RedisServer
+
+    server = RedisServer(settings.data_dir, appendonly=True)
+    server.start()
+    logger.info("embedded Redis started", extra={"url": server.url})
+    try:
+        yield Settings(**{**_fields(settings), "redis_url": server.url})
+    finally:
+        server.stop()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, but SIGTERM/SIGINT close every socket with 1001 and exit 0.
+
+    uvicorn's own shutdown would close sockets with 1012 and re-raise the signal.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+    def _on_signal(self) -> None:
+        if self.should_exit:
+            self.force_exit = True
+            return
+        logger.info("shutting down: closing connections with 1001")
+        app = self.config.loaded_app
+        service = getattr(getattr(app, "state", None), "service", None)
+        if service is None:
+            self.should_exit = True
+            return
+        task = asyncio.get_running_loop().create_task(service.drain())
+        task.add_done_callback(lambda _: setattr(self, "should_exit", True))
+
+
+# -- publish ---------------------------------------------------------------------------------
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    from secstream.publisher import Publisher
+
+    if not args.redis_url:
+        print("secstream publish: --redis-url or SECSTREAM_REDIS_URL is needed", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        data = json.loads(args.data)
+        audience = json.loads(args.audience) if args.audience else None
+    except json.JSONDecodeError as exc:
+        print(f"secstream publish: bad JSON: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    async with Publisher(args.redis_url) as pub:
+        try:
+            offset = await pub.publish(
+                args.event_type, data, priority=args.priority, audience=audience,
+                user_id=args.user_id,
+            )
+        except EventInvalid as exc:
+            print(f"secstream publish: invalid event: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        except LogUnavailable as exc:
+            print(f"secstream publish: Redis unavailable: {exc}", file=sys.stderr)
+            return 1
+    print(offset)
+    return 0
