@@ -1,0 +1,37 @@
+import { useEffect, useState, type ReactNode } from 'react';
+import { EventClient, type EventClientOptions } from '../client/client';
+import { WebSocketContext, type WebSocketContextValue } from './context';
+import { OutputStore } from './outputStore';
+
+export interface WebSocketProviderProps {
+  /** A ready client (tests, or an app that builds its own); else one is made from `options`. */
+  client?: EventClient;
+  options?: EventClientOptions;
+  /** Connect on mount (default true). */
+  autoConnect?: boolean;
+  children: ReactNode;
+}
+
+/** One shared connection for the whole app. */
+export function WebSocketProvider({ client, options, autoConnect = true, children }: WebSocketProviderProps) {
+  const [value] = useState<WebSocketContextValue>(() => {
+    const c = client ?? (options ? new EventClient(options) : null);
+    if (!c) throw new Error('WebSocketProvider needs `client` or `options`');
+    return { client: c, output: new OutputStore() };
+  });
+
+  useEffect(() => {
+    const { client: c, output } = value;
+    const off = c.on('event', (event) => output.add(event));
+    if (autoConnect) c.connect();
+    const online = () => c.retryNow();
+    globalThis.addEventListener?.('online', online);
+    return () => {
+      off();
+      globalThis.removeEventListener?.('online', online);
+      if (autoConnect) c.disconnect();
+    };
+  }, [value, autoConnect]);
+
+  return <WebSocketContext.Provider value={value}>{children}</WebSocketContext.Provider>;
+}

@@ -1,0 +1,6 @@
+export { WebSocketProvider, type WebSocketProviderProps } from './WebSocketProvider';
+export { useWebSocket, type UseWebSocket } from './useWebSocket';
+export { useWebSocketSubscription, type SubscriptionOptions } from './useWebSocketSubscription';
+export { useRealTimeUpdates, LIVE_EVENT_TYPES } from './useRealTimeUpdates';
+export { useTestOutput } from './useTestOutput';
+export type { LiveState, TestSummary, Finding, Alert } from './liveState';
