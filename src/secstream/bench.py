@@ -148,7 +148,7 @@ def run_bench(args: argparse.Namespace) -> int:
         env.update(SECSTREAM_JWT_SECRET=SECRET, SECSTREAM_MAX_CONNECTIONS="20000",
                    SECSTREAM_PUBLISH_RATE="100000", SECSTREAM_PUBLISH_BURST="100000",
                    SECSTREAM_HANDSHAKE_RATE="100000")
-        log = open(Path(tmp) / "serve.log", "wb")  # noqa: SIM115
+        log = open(Path(tmp) / "serve.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "secstream", "serve", "--port", str(port),
              "--redis-url", redis.url, "--log-level", "warning"],

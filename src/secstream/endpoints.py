@@ -147,7 +147,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         return await _deny(websocket, 503, "unavailable", "the server is at capacity; retry")
     client_id = websocket.query_params.get("client_id")
     if client_id is not None and not _CLIENT_ID.match(client_id):
-        return await _deny(websocket, 400, "bad_request", "client_id must match [A-Za-z0-9_-]{1,64}")
+        message = "client_id must match [A-Za-z0-9_-]{1,64}"
+        return await _deny(websocket, 400, "bad_request", message)
     token, offered = _ws_token(websocket)
     try:
         principal = _authenticate(service, token)
@@ -193,14 +194,18 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     try:
         await session.run()
     finally:
-        hub.remove(conn)
         closing = conn.state is State.CLOSING
         conn.state = State.CLOSED
         if conn.close_code == 4009:
             service.telemetry.slow_consumers.add(1)
-        if closing:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.socket.close(conn.close_code), 5)
+        try:
+            if closing:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.socket.close(conn.close_code), 5)
+        finally:
+            # Only now: drain() waits for the hub to empty before uvicorn's own
+            # shutdown, which would close what is left with 1012.
+            hub.remove(conn)
         with contextlib.suppress(LogUnavailable):
             await hub.flush_acks()
     return None

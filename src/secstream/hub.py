@@ -238,12 +238,12 @@ class Hub:
                 admitted |= index.get(name, set())
         return admitted & targets
 
-    async def wait_for_events(self, after: Offset, timeout: float) -> None:
-        """Return once the tail has passed ``after``, or after ``timeout`` seconds."""
+    async def wait_for_events(self, after: Offset, seconds: float) -> None:
+        """Return once the tail has passed ``after``, or after ``seconds``."""
         if parse_offset(self.last_id) > parse_offset(after):
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._new_events.wait(), timeout)
+            await asyncio.wait_for(self._new_events.wait(), seconds)
 
     async def _follow(self) -> None:
         backoff = 0.05

@@ -76,7 +76,7 @@ class AbuseWatch:
             self._windows.clear()
         if count >= ALERT_AFTER and now - self._last_alert.get(key, -math.inf) > ALERT_QUIET:
             self._last_alert[key] = now
-            logger.warning("source keeps being rate limited", extra={"kind": kind, "source": source})
+            logger.warning("source keeps being rate limited", extra={"kind": kind, "src": source})
             self._alert(kind, source, count)
 
 

@@ -159,7 +159,9 @@ class Session:
             case Refresh(token=token, id=ref):
                 self._refresh(token, ref)
 
-    def _reply(self, message: Subscribed | Unsubscribed | Acked | Refreshed, ref: Ref | None) -> None:
+    def _reply(
+        self, message: Subscribed | Unsubscribed | Acked | Refreshed, ref: Ref | None
+    ) -> None:
         if ref is not None:
             self.conn.send_control(encode(message))
 

@@ -45,7 +45,8 @@ _WEB_CHECKS = [
     ("GET", "/robots.txt", "200 OK", None),
     ("GET", "/admin/", "302 Found -> /admin/login", None),
     ("POST", "/api/login", "401 Unauthorized", None),
-    ("GET", "/.git/HEAD", "200 OK", ("high", "Exposed .git directory", "Source history downloadable")),
+    ("GET", "/.git/HEAD", "200 OK",
+     ("high", "Exposed .git directory", "Source history downloadable")),
     ("GET", "/search?q=%27%20OR%201%3D1--", "500 Internal Server Error",
      ("critical", "SQL injection in /search", "Parameter q breaks the SQL query (error-based)")),
     ("GET", "/static/js/app.js", "200 OK", None),
@@ -151,11 +152,12 @@ def _port_scan() -> Iterator[Line]:
 def _web_scan() -> Iterator[Line]:
     target = f"https://app-{random.randint(1, 40)}.staging.example.test"
     yield f"Crawling {target} (depth 3, 50 req/s)...", None
-    yield f"TLS: TLSv1.3, certificate CN=*.staging.example.test, expires in {random.randint(20, 300)} days", None
+    days = random.randint(20, 300)
+    yield f"TLS: TLSv1.3, certificate CN=*.staging.example.test, expires in {days} days", None
     for method, path, status, finding in random.sample(_WEB_CHECKS, k=len(_WEB_CHECKS)):
         yield f"{method} {target}{path} -> {status}", None
         if finding is not None and random.random() < 0.6:
             prio, title, why = finding
             yield f"[!] {title}", (prio, f"{title} ({target})", why)
-    yield "Checking security headers: CSP missing, HSTS max-age=31536000, X-Frame-Options DENY", None
+    yield "Security headers: CSP missing, HSTS max-age=31536000, X-Frame-Options DENY", None
     yield f"Web scan of {target} finished", None
