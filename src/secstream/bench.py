@@ -190,7 +190,10 @@ def _wait_live(base: str) -> None:
 def _report(rounds: list[Round]) -> str:
     med = statistics.median
     lat = sorted(x for r in rounds for x in r.latencies)
-    p = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000) if lat else (lambda q: 0.0)
+
+    def p(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else 0.0
+
     r0 = rounds[0]
     lines = [
         f"connections: {r0.connections}, events per round: {r0.events}, rounds: {len(rounds)}",
