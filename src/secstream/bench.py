@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class Round:
     latencies: list[float] = field(default_factory=list)
     rss_per_connection: float = 0.0
     http_publish_per_second: float = 0.0
+    alone_seconds: float = 0.0
+    crowded_seconds: float = 0.0
 
     @property
     def deliveries_per_second(self) -> float:
@@ -80,44 +83,67 @@ class _Client:
                 self.done.set()
 
 
-async def _round(base: str, ws_url: str, redis_url: str, pid: int, conns: int, events: int,
-                 token: str, publisher_token: str) -> Round:
-    rss_before = _rss_kib(pid)
+async def _connect(ws_url: str, token: str, test_id: str, n: int) -> list[_Client]:
     clients: list[_Client] = []
-    for _ in range(conns):
+    subscribe = json.dumps(
+        {"type": "subscribe", "id": "s", "event_types": ["test.progress"], "test_id": test_id}
+    )
+    for _ in range(n):
         ws = await websockets.connect(
             ws_url, subprotocols=["secstream.v1", f"bearer.{token}"],  # type: ignore[list-item]
             max_size=None, compression=None, open_timeout=30,
         )
         await ws.recv()  # welcome
-        await ws.send('{"type":"subscribe","id":"s","event_types":["test.progress"]}')
+        await ws.send(subscribe)
         await ws.recv()  # subscribed
         await ws.recv()  # replayed
         clients.append(_Client(ws))
-    await asyncio.sleep(0.5)
-    rss_after = _rss_kib(pid)
+    return clients
+
+
+async def _deliver(redis_url: str, clients: list[_Client], events: int, test_id: str) -> float:
+    """Publish ``events`` for ``test_id``; seconds until every client in ``clients`` has all."""
     for c in clients:
-        c.target = events
+        c.target, c.count = events, 0
+        c.done.clear()
     readers = [asyncio.create_task(c.run(sample=i < 20)) for i, c in enumerate(clients)]
     started = time.perf_counter()
     async with Publisher(redis_url) as pub:
         for i in range(events):
             await pub.publish(
                 "test.progress",
-                {"test_id": "bench", "progress": i % 100, "sent_at": time.time(),
+                {"test_id": test_id, "progress": i % 100, "sent_at": time.time(),
                  "output": f"Discovered open port {i % 65535}/tcp on 192.168.1.{i % 254}"},
             )
-    await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in clients)), 120)
+    await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in clients)), 300)
     elapsed = time.perf_counter() - started
     for task in readers:
         task.cancel()
-    for c in clients:
-        await c.ws.close()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.gather(*readers, return_exceptions=True)
-    result = Round(conns, events, elapsed,
-                   latencies=[x for c in clients[:20] for x in c.latencies],
+    await asyncio.gather(*readers, return_exceptions=True)
+    return elapsed
+
+
+async def _close(clients: list[_Client]) -> None:
+    await asyncio.gather(*(c.ws.close() for c in clients), return_exceptions=True)
+
+
+async def _round(base: str, ws_url: str, redis_url: str, pid: int, conns: int, events: int,
+                 token: str, publisher_token: str) -> Round:
+    rss_before = _rss_kib(pid)
+    clients = await _connect(ws_url, token, "fanout", conns)
+    await asyncio.sleep(0.5)
+    rss_after = _rss_kib(pid)
+    elapsed = await _deliver(redis_url, clients, events, "fanout")
+    latencies = [x for c in clients[:20] for x in c.latencies]
+    await _close(clients)
+    result = Round(conns, events, elapsed, latencies=latencies,
                    rss_per_connection=(rss_after - rss_before) / max(1, conns))
+    # Isolation: 10 receivers alone, then the same 10 beside conns-10 idle subscribers.
+    few = await _connect(ws_url, token, "few", 10)
+    result.alone_seconds = await _deliver(redis_url, few, events, "few")
+    idle = await _connect(ws_url, token, "other", max(0, conns - 10))
+    result.crowded_seconds = await _deliver(redis_url, few, events, "few")
+    await _close(few + idle)
     result.http_publish_per_second = await _http_rate(base, publisher_token)
     return result
 
@@ -187,6 +213,40 @@ def _wait_live(base: str) -> None:
     raise SystemExit("bench: the server did not become ready")
 
 
+def _deflate_ratio(frames: int = 2000) -> tuple[float, float]:
+    """Bytes on the wire with permessage-deflate (context takeover, as browsers
+    negotiate it) over bytes without, for real simulator output, as single
+    events and as batches of 20."""
+    from secstream.eventlog import encode
+    from secstream.protocol import PublishRequest
+    from secstream.simulator import _port_scan, _web_scan
+
+    lines: list[str] = []
+    while len(lines) < frames:
+        lines += [line for line, _ in (*_port_scan(), *_web_scan())]
+    texts = []
+    for i, line in enumerate(lines[:frames]):
+        req = PublishRequest("test.progress", {"test_id": "t-42", "progress": i % 100,
+                             "output": line, "module": "network_recon", "status": "running"})
+        body = encode(req).fields[5]
+        assert isinstance(body, bytes)
+        texts.append(b'{"type":"event","id":"1795656029851-%d",' % i + body[1:])
+
+    def ratio(messages: list[bytes]) -> float:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
+        sent = sum(
+            len(compressor.compress(m) + compressor.flush(zlib.Z_SYNC_FLUSH)) - 4
+            for m in messages
+        )
+        return sent / sum(len(m) for m in messages)
+
+    batches = [
+        b'{"type":"batch","events":[' + b",".join(texts[i:i + 20]) + b"]}"
+        for i in range(0, len(texts), 20)
+    ]
+    return ratio(texts), ratio(batches)
+
+
 def _report(rounds: list[Round]) -> str:
     med = statistics.median
     lat = sorted(x for r in rounds for x in r.latencies)
@@ -195,15 +255,24 @@ def _report(rounds: list[Round]) -> str:
         return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else 0.0
 
     r0 = rounds[0]
-    lines = [
-        f"connections: {r0.connections}, events per round: {r0.events}, rounds: {len(rounds)}",
-        f"deliveries/s (median): {med(r.deliveries_per_second for r in rounds):,.0f}",
-        f"events/s through the whole path (median): "
-        f"{med(r.events / r.deliver_seconds for r in rounds):,.0f}",
-        f"latency publish->client ms: p50 {p(0.5):.1f}, p95 {p(0.95):.1f}, p99 {p(0.99):.1f}",
-        f"server memory per connection KiB (median): "
-        f"{med(r.rss_per_connection for r in rounds):.1f}",
-        f"HTTP publishes/s, 20 in flight (median): "
-        f"{med(r.http_publish_per_second for r in rounds):,.0f}",
+    single, batched = _deflate_ratio()
+    crowd = med(r.crowded_seconds / r.alone_seconds for r in rounds)
+    rows = [
+        ("connections, all receiving every event", f"{r0.connections}"),
+        ("events per round / rounds", f"{r0.events} / {len(rounds)}"),
+        ("deliveries per second (median)", f"{med(r.deliveries_per_second for r in rounds):,.0f}"),
+        ("events per second through the whole path (median)",
+         f"{med(r.events / r.deliver_seconds for r in rounds):,.0f}"),
+        ("publish to client latency, p50 / p95 / p99",
+         f"{p(0.5):.1f} / {p(0.95):.1f} / {p(0.99):.1f} ms"),
+        ("server memory per idle subscribed connection (median)",
+         f"{med(r.rss_per_connection for r in rounds):.1f} KiB"),
+        (f"time for 10 receivers beside {r0.connections - 10} non-matching connections, "
+         "over 10 receivers alone (median ratio)", f"{crowd:.2f}"),
+        ("HTTP publishes per second, 20 in flight (median)",
+         f"{med(r.http_publish_per_second for r in rounds):,.0f}"),
+        ("permessage-deflate: wire bytes / raw bytes, single events", f"{single:.2f}"),
+        ("permessage-deflate: wire bytes / raw bytes, batches of 20", f"{batched:.2f}"),
     ]
-    return "\n".join(lines) + "\n"
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"| measure | value |\n| --- | --- |\n{table}\n"
