@@ -164,7 +164,7 @@ class _Server(uvicorn.Server):
             self.force_exit = True
             return
         logger.info("shutting down: closing connections with 1001")
-        app = self.config.loaded_app
+        app = self.config.app  # loaded_app is wrapped (ProxyHeadersMiddleware): no .state
         service = getattr(getattr(app, "state", None), "service", None)
         if service is None:
             self.should_exit = True
