@@ -94,7 +94,8 @@ def _serve(args: argparse.Namespace) -> int:
                 log_level=args.log_level,
                 lifespan="on",
                 timeout_graceful_shutdown=DRAIN_SECONDS,
-                ws_max_size=1024 * 1024,
+                ws_max_size=16 * 1024 * 1024,  # past 64 KiB: error bad_request, not a close
+                ws_per_message_deflate=True,
                 ws_ping_interval=None,
                 ws_ping_timeout=None,
                 proxy_headers=True,

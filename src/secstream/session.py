@@ -130,7 +130,7 @@ class Session:
             return
         await self._limiter.acquire()
         if len(raw) > MAX_FRAME_BYTES:
-            self._error("bad_request", f"frame over {MAX_FRAME_BYTES} bytes", None)
+            self._error("bad_request", f"frame over {MAX_FRAME_BYTES} bytes", ref_of(raw))
             return
         try:
             msg = DECODER.decode(raw)
