@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
@@ -82,6 +83,8 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
 
     logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
+    for name in ("uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).addFilter(_RedactTokens())
     with _redis_for(settings) as settings:
         from secstream.app import create_app
 
@@ -110,6 +113,22 @@ class _DenialNoise(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "ASGI callable returned without completing handshake."
+
+
+class _RedactTokens(logging.Filter):
+    """Keep JWTs passed as ``?token=`` out of the logs."""
+
+    _TOKEN = re.compile(r"(token=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = self._TOKEN.sub(r"\1[redacted]", record.msg)
+        return True
 
 
 def _with_demo_secret(settings: Settings) -> Settings:
