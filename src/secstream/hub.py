@@ -78,20 +78,26 @@ class Hub:
         self._by_role: dict[str, set[Connection]] = {}
         self._pending_acks: dict[tuple[str, str], Offset] = {}
         self._new_events = asyncio.Event()
-        self._positioned = False
+        self.positioned = asyncio.Event()
+        """Set once the tail knows where the log ends; ``start_id`` is that place."""
+        self.start_id: Offset = START
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
         with contextlib.suppress(LogUnavailable):
-            self.last_id = await self.log.last_id()
-            self._positioned = self.healthy = True
+            self._position(await self.log.last_id())
+            self.healthy = True
         self._tasks = [
             asyncio.create_task(self._follow(), name="hub-tail"),
             asyncio.create_task(self._tick(), name="hub-tick"),
             asyncio.create_task(self._flush_acks_forever(), name="hub-acks"),
         ]
+
+    def _position(self, last_id: Offset) -> None:
+        self.last_id = self.start_id = last_id
+        self.positioned.set()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -249,9 +255,8 @@ class Hub:
         backoff = 0.05
         while True:
             try:
-                if not self._positioned:
-                    self.last_id = await self.log.last_id()
-                    self._positioned = True
+                if not self.positioned.is_set():
+                    self._position(await self.log.last_id())
                 entries = await self.log.tail(self.last_id, block_ms=_TAIL_BLOCK_MS)
             except LogUnavailable:
                 if self.healthy:

@@ -25,7 +25,7 @@ from secstream.errors import (
     AuthError,
     LogUnavailable,
 )
-from secstream.eventlog import StreamEntry
+from secstream.eventlog import START, StreamEntry
 from secstream.events import expand, is_valid_pattern
 from secstream.hub import Hub
 from secstream.protocol import (
@@ -82,7 +82,9 @@ class Session:
         self._violations = AsyncLimiter(client_burst, _VIOLATION_WINDOW)
         self._on_rate_limited = on_rate_limited
         self._on_replayed = on_replayed
-        self._replays: asyncio.Queue[tuple[Subscription, Offset | None, Offset, Ref | None]]
+        self._replays: asyncio.Queue[
+            tuple[Subscription, Offset | None, Offset | None, Ref | None]
+        ]
         self._replays = asyncio.Queue()
 
     async def run(self) -> None:
@@ -185,14 +187,16 @@ class Session:
             return self._error("bad_request", "test_id must be 1 to 256 characters", ref)
         if len(conn.subscriptions) >= MAX_SUBSCRIPTIONS:
             return self._error("bad_request", f"at most {MAX_SUBSCRIPTIONS} subscriptions", ref)
-        upto = self.hub.last_id
+        # Before the hub knows where the log ends (Redis was down at start), nothing
+        # has been dispatched: the replay then runs up to where the tail begins.
+        upto = self.hub.last_id if self.hub.positioned.is_set() else None
         since = msg.since
         sub = Subscription(
             id=conn.new_subscription_id(),
             patterns=list(msg.event_types),
             types=expand(msg.event_types, allowed),
             test_id=msg.test_id,
-            covers_from=parse_offset(upto),
+            covers_from=parse_offset(upto or START),
         )
         # One step of the event loop: index and position together (the seam).
         conn.replaying += 1
@@ -208,6 +212,10 @@ class Session:
             sub, since, upto, ref = await self._replays.get()
             count, truncated = 0, False
             try:
+                if upto is None:
+                    await self.hub.positioned.wait()
+                    upto = self.hub.start_id
+                    sub.covers_from = parse_offset(upto)
                 if since is None and self.conn.client_id is not None:
                     since = await self._stored_offset()
                 if since is not None and sub.id in self.conn.subscriptions:
