@@ -79,3 +79,35 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
     finally:
         for process in started:
             process.close()
+
+
+
+# -- the app in-process, under uvicorn on a real socket (see live.py) ------------------------
+
+from contextlib import AbstractAsyncContextManager  # noqa: E402
+
+from live import JWT_SECRET, LiveApp, run_app  # noqa: E402
+from secstream.config import Settings  # noqa: E402
+
+
+@pytest.fixture
+def live_app(
+    shared_redis_url: str, key_prefix: str
+) -> Callable[..., AbstractAsyncContextManager[LiveApp]]:
+    """``async with live_app(heartbeat_interval=0.2) as app:`` serves the app on a free port.
+
+    Settings default to the shared Redis under this test's ``key_prefix`` and an HS256
+    secret (``app.token(...)`` mints tokens for it); keyword arguments override them.
+    """
+
+    def start(**overrides: Any) -> AbstractAsyncContextManager[LiveApp]:
+        values: dict[str, Any] = {
+            "redis_url": shared_redis_url,
+            "key_prefix": key_prefix,
+            "jwt_secret": JWT_SECRET,
+            "static_dir": Path("/nonexistent-secstream-web"),
+        }
+        values.update(overrides)
+        return run_app(Settings(**values))
+
+    return start
