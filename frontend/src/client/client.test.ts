@@ -197,20 +197,21 @@ describe('EventClient over a real ws server', () => {
         }
       },
     });
-    let minted = 0;
     const reasons: string[] = [];
     const c = makeClient(server, {
       getToken: (reason) => {
         reasons.push(reason);
-        return `tok${++minted}`;
+        return `tok-${reason}`;
       },
     });
     c.connect();
     await until(() => server!.handshakes.length === 2 && c.state === 'connected', 5000, 'reconnect');
     const refresh = framesOf(server, 'refresh')[0];
-    expect(refresh).toMatchObject({ type: 'refresh', token: 'tok2' });
-    expect(reasons.slice(0, 3)).toEqual(['connect', 'expiring', 'expired']);
-    expect(server.handshakes[1]?.token).toBe('tok3');
+    expect(refresh).toMatchObject({ type: 'refresh', token: 'tok-expiring' });
+    // 'reconnect' tokens serve HTTP look-ups made beside the socket
+    expect(reasons.filter((r) => r !== 'reconnect').slice(0, 3)).toEqual(['connect', 'expiring', 'expired']);
+    expect(server.handshakes[0]?.token).toBe('tok-connect');
+    expect(server.handshakes[1]?.token).toBe('tok-expired');
   });
 
   it('goes to error and stops when the handshake is refused with 403', async () => {
@@ -252,6 +253,35 @@ describe('EventClient over a real ws server', () => {
     c.connect();
     await until(() => server!.handshakes.length >= 2, 3000, 'second connection');
     await until(() => c.state === ConnectionState.Connected);
+  });
+
+  it('pins the end of the log on a fresh start so a reconnect before any event has no gap', async () => {
+    let n = 0;
+    server = await startTestServer({
+      http: (_req, res, url) => {
+        expect(url.searchParams.has('since')).toBe(false);
+        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ events: [], next: '9-3', truncated: false }));
+      },
+      onConnection: (ws) => {
+        n++;
+        welcome(ws);
+        if (n === 1) setTimeout(() => ws.close(1001), 100);
+      },
+    });
+    const c = makeClient(server, { fetch: globalThis.fetch });
+    c.subscribe(['*'], () => undefined);
+    c.connect();
+    await until(() => framesOf(server!, 'subscribe').length === 2, 5000, 'second subscribe');
+    expect(framesOf(server, 'subscribe').map((f) => f['since'])).toEqual(['9-3', '9-3']);
+  });
+
+  it('resumes from the stored offset (no since) when welcome reports one', async () => {
+    server = await startTestServer({ onConnection: (ws) => welcome(ws, { resume_from: '4-0' }) });
+    const c = makeClient(server);
+    c.subscribe(['*'], () => undefined);
+    c.connect();
+    await until(() => framesOf(server!, 'subscribe').length === 1);
+    expect(framesOf(server, 'subscribe')[0]).not.toHaveProperty('since');
   });
 
   it('disconnect() closes on purpose and does not retry', async () => {
@@ -348,6 +378,26 @@ describe('polling fallback', () => {
     await until(() => ids.length >= 2);
     expect(c.state).toBe('polling');
     expect(auth[0]).toBe('Bearer tok');
+  });
+  it('polls for every allowed type when an exact type is refused with 403', async () => {
+    const seenTypes: string[] = [];
+    server = await startTestServer({
+      http: (_req, res, url) => {
+        const types = url.searchParams.get('types') ?? '';
+        seenTypes.push(types);
+        if (types !== '*') return void res.writeHead(403).end();
+        res.writeHead(200, { 'content-type': 'application/json' }).end(
+          JSON.stringify({ events: [envelope(`${seenTypes.length}-0`, 'user.notification')], next: `${seenTypes.length}-0`, truncated: false }),
+        );
+      },
+    });
+    const c = makeClient(server, { WebSocket: null, httpUrl: server.httpUrl, backoff: { initialDelayMs: 1, maxDelayMs: 5 } });
+    const ids: string[] = [];
+    c.subscribe(['system.alert', 'user.notification'], (e) => ids.push(e.id));
+    c.connect();
+    await until(() => ids.length >= 1);
+    expect(c.state).toBe('polling');
+    expect(seenTypes[0]).toBe('system.alert,user.notification');
   });
 });
 

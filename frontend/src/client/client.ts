@@ -142,6 +142,8 @@ export class EventClient {
   private generation = 0;
   private opened = false;
   private welcomed = false;
+  /** The subscriptions went out on this connection (after the resume point was known). */
+  private subscribed = false;
   private everWelcomed = false;
   private intentional = true;
   private retryAttempt = 0;
@@ -168,6 +170,7 @@ export class EventClient {
   private readonly poller: Poller;
   private pollCursor: Offset | null = null;
   private pollWorking = false;
+  private pollEverything = false;
 
   constructor(options: EventClientOptions) {
     const ctor =
@@ -306,7 +309,7 @@ export class EventClient {
       removed: false,
     };
     this.subs.set(sub.key, sub);
-    if (this.welcomed) this.sendSubscribe(sub, this.lastId ?? sub.since);
+    if (this.welcomed && this.subscribed) this.sendSubscribe(sub, this.resumeOffset() ?? sub.since);
     return {
       eventTypes: sub.eventTypes,
       testId: sub.testId,
@@ -515,11 +518,44 @@ export class EventClient {
     });
     this.emitter.emit('welcome', frame);
     this.pendingRefs.clear();
+    this.subscribed = false;
+    if (from === null && frame.resume_from === null) {
+      // Nothing to resume from yet: pin "now" as an offset, so that a reconnect
+      // before the first event still resumes without a gap.
+      const gen = this.generation;
+      void this.endOfLog().then((end) => {
+        if (gen !== this.generation || !this.welcomed) return;
+        if (end !== null && this.lastId === null && this.pollCursor === null) this.pollCursor = end;
+        this.subscribeAll(this.resumeOffset() ?? undefined);
+      });
+    } else {
+      this.subscribeAll(from ?? undefined);
+    }
+    if (this.lastId !== null && this.lastId !== this.lastAcked) this.scheduleAck();
+  }
+
+  private subscribeAll(from: Offset | undefined): void {
+    this.subscribed = true;
     for (const sub of this.subs.values()) {
       sub.serverId = null;
       this.sendSubscribe(sub, from ?? sub.since);
     }
-    if (this.lastId !== null && this.lastId !== this.lastAcked) this.scheduleAck();
+  }
+
+  /** `next` of `GET /api/v1/events` without `since`: the current end of the log. */
+  private async endOfLog(): Promise<Offset | null> {
+    try {
+      const token = await this.token('reconnect');
+      const res = await this.o.fetch(`${this.o.httpUrl}/api/v1/events?types=*`, {
+        headers: { Authorization: `Bearer ${token}` },
+        cache: 'no-store',
+      });
+      if (!res.ok) return null;
+      const body = (await res.json()) as { next?: unknown };
+      return typeof body.next === 'string' ? body.next : null;
+    } catch {
+      return null;
+    }
   }
 
   // -- frames ------------------------------------------------------------------
@@ -724,6 +760,12 @@ export class EventClient {
       return true;
     }
     this.pollWorking = false;
+    if (outcome.kind === 'http' && outcome.status === 403 && !this.pollEverything) {
+      // an exact type the role may not receive refuses the whole poll: ask for all
+      // the role may receive and filter here, as subscriptions do anyway
+      this.pollEverything = true;
+      return true;
+    }
     if (outcome.kind === 'http' && (outcome.status === 401 || outcome.status === 403)) {
       if (this.authRefused(outcome.status)) return false;
     }
@@ -744,6 +786,7 @@ export class EventClient {
   }
 
   private patternUnion(): string[] {
+    if (this.pollEverything) return ['*'];
     const all = new Set<string>();
     for (const sub of this.subs.values()) for (const p of sub.eventTypes) all.add(p);
     return all.size ? [...all] : ['*'];

@@ -11,7 +11,9 @@ export interface Toast {
   timestamp: string;
 }
 
-export const TOAST_TYPES = ['system.alert', 'user.notification'] as const;
+export const TOAST_TYPES: readonly string[] = ['system.alert', 'user.notification'];
+/** Wildcards, because an exact type the role may not receive would refuse the whole subscribe. */
+const TOAST_PATTERNS = ['system.*', 'user.*'];
 
 function toToast(e: EventEnvelope): Toast {
   const data = e.data as Record<string, unknown>;
@@ -37,7 +39,8 @@ export function NotificationToast({ autoDismissMs = 6000, max = 6 }: { autoDismi
 
   const onEvents = useCallback(
     (events: EventEnvelope[]) => {
-      const fresh = events.map(toToast);
+      const fresh = events.filter((e) => TOAST_TYPES.includes(e.event_type)).map(toToast);
+      if (!fresh.length) return;
       for (const toast of fresh) {
         if (toast.priority !== 'critical') {
           timers.current.set(toast.id, setTimeout(() => dismiss(toast.id), autoDismissMs));
@@ -56,7 +59,7 @@ export function NotificationToast({ autoDismissMs = 6000, max = 6 }: { autoDismi
     [autoDismissMs, dismiss, max],
   );
 
-  useWebSocketSubscription(TOAST_TYPES, onEvents);
+  useWebSocketSubscription(TOAST_PATTERNS, onEvents);
 
   useEffect(() => {
     const map = timers.current;

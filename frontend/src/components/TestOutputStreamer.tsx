@@ -11,7 +11,7 @@ export interface TestOutputStreamerProps {
   throttleMs?: number;
 }
 
-const LEVEL = /\b(critical|vulnerab|exploit|high)\b/i;
+const LEVEL = /^\[!\]|\b(critical|vulnerab|exploit)/i;
 const WARN = /\b(warn|medium|open port|exposed)\b/i;
 
 function lineClass(text: string): string {

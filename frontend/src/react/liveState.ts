@@ -138,7 +138,26 @@ export function reduceEvents(state: LiveState, events: EventEnvelope[], limits =
       continue;
     }
     switch (e.event_type) {
-      case 'system.alert':
+      case 'system.alert': {
+        const alertTest = str(data['test_id']);
+        if (alertTest) {
+          // an alert raised by a test is one of its findings
+          const finding: Finding = {
+            id: e.id,
+            testId: alertTest,
+            severity: severityOf(data['severity'], e.priority === 'critical' ? 'critical' : 'high'),
+            title: str(data['title']) ?? 'Finding',
+            detail: str(data['message']),
+            timestamp: e.timestamp,
+          };
+          findings = [finding, ...findings].slice(0, limits.maxFindings);
+          const t = tests[alertTest];
+          if (t) {
+            if (tests === state.tests) tests = { ...tests };
+            tests[alertTest] = { ...t, findings: t.findings + 1 };
+          }
+          break;
+        }
         alerts = [
           {
             id: e.id,
@@ -150,6 +169,7 @@ export function reduceEvents(state: LiveState, events: EventEnvelope[], limits =
           ...alerts,
         ].slice(0, limits.maxAlerts);
         break;
+      }
       case 'system.status':
         systemStatus = { data, timestamp: e.timestamp };
         break;
