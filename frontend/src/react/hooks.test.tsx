@@ -1,0 +1,107 @@
+// @vitest-environment jsdom
+import { act, render, renderHook, screen, waitFor } from '@testing-library/react';
+import type { ReactNode } from 'react';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocket, type WebSocket as WsSocket } from 'ws';
+import { EventClient, type WebSocketConstructor } from '../client/client';
+import type { EventEnvelope } from '../client/protocol';
+import { envelope, startTestServer, welcome, type TestServer } from '../client/testServer';
+import { RealTimeStatus } from '../components/RealTimeStatus';
+import { TestOutputStreamer } from '../components/TestOutputStreamer';
+import { useRealTimeUpdates } from './useRealTimeUpdates';
+import { useWebSocket } from './useWebSocket';
+import { useWebSocketSubscription } from './useWebSocketSubscription';
+import { WebSocketProvider } from './WebSocketProvider';
+
+let server: TestServer | null = null;
+let socket: WsSocket | null = null;
+
+afterEach(async () => {
+  await server?.close();
+  server = null;
+  socket = null;
+});
+
+async function setup() {
+  server = await startTestServer({
+    onConnection: (ws) => {
+      socket = ws;
+      welcome(ws);
+    },
+  });
+  const client = new EventClient({
+    url: server.wsUrl,
+    WebSocket: WebSocket as unknown as WebSocketConstructor,
+    getToken: () => 'tok',
+    clientId: 'hooks',
+    storage: null,
+  });
+  const wrapper = ({ children }: { children: ReactNode }) => (
+    <WebSocketProvider client={client}>{children}</WebSocketProvider>
+  );
+  return { client, wrapper };
+}
+
+function send(obj: unknown) {
+  socket!.send(JSON.stringify(obj));
+}
+
+describe('React bindings over a real ws server', () => {
+  it('useWebSocket follows the connection state', async () => {
+    const { wrapper } = await setup();
+    const { result } = renderHook(() => useWebSocket(), { wrapper });
+    await waitFor(() => expect(result.current.status.state).toBe('connected'));
+    expect(result.current.status.transport).toBe('websocket');
+  });
+
+  it('useWebSocketSubscription batches a burst into few calls and uses the latest callback', async () => {
+    const { wrapper } = await setup();
+    const first: EventEnvelope[][] = [];
+    const second: EventEnvelope[][] = [];
+    const { rerender } = renderHook(
+      ({ cb }: { cb: (e: EventEnvelope[]) => void }) => useWebSocketSubscription(['test.*'], cb, { testId: 't-1' }),
+      { wrapper, initialProps: { cb: (e: EventEnvelope[]) => void first.push(e) } },
+    );
+    await waitFor(() => expect(server!.received.filter((f) => f['type'] === 'subscribe')).toHaveLength(1));
+    rerender({ cb: (e) => void second.push(e) });
+    send({ type: 'batch', events: Array.from({ length: 500 }, (_, i) => envelope(`${i + 1}-0`)) });
+    send(envelope('9000-0', 'test.progress', { test_id: 'other' }));
+    await waitFor(() => expect(second.flat()).toHaveLength(500));
+    expect(first).toHaveLength(0);
+    expect(second.length).toBeLessThanOrEqual(3);
+    // a new callback did not resubscribe
+    expect(server!.received.filter((f) => f['type'] === 'subscribe')).toHaveLength(1);
+  });
+
+  it('useRealTimeUpdates reduces live events into tests, findings and status', async () => {
+    const { wrapper } = await setup();
+    const { result } = renderHook(() => useRealTimeUpdates(), { wrapper });
+    await waitFor(() => expect(server!.received.some((f) => f['type'] === 'subscribe')).toBe(true));
+    expect(server!.received.find((f) => f['type'] === 'subscribe')).toMatchObject({ event_types: ['*'] });
+    send(envelope('1-0', 'test.started', { test_id: 'x', module: 'web_scanner' }));
+    send(envelope('2-0', 'test.progress', { test_id: 'x', progress: 50, output: 'GET /' }));
+    send(envelope('3-0', 'system.status', { status: 'ok' }));
+    await waitFor(() => expect(result.current.tests['x']?.progress).toBe(50));
+    expect(result.current.order).toEqual(['x']);
+    expect(result.current.systemStatus?.data['status']).toBe('ok');
+  });
+
+  it('RealTimeStatus exposes data-state and TestOutputStreamer adds one line per output', async () => {
+    const { wrapper } = await setup();
+    render(
+      <>
+        <RealTimeStatus />
+        <TestOutputStreamer testId="t-9" />
+      </>,
+      { wrapper },
+    );
+    await waitFor(() => expect(screen.getByTestId('connection-status').dataset['state']).toBe('connected'));
+    await act(async () => {
+      send({ type: 'batch', events: Array.from({ length: 3 }, (_, i) => envelope(`${i + 1}-0`, 'test.progress', { test_id: 't-9', output: `line ${i}` })) });
+      send(envelope('4-0', 'test.progress', { test_id: 't-9', progress: 10 })); // no output: no line
+    });
+    const panel = screen.getByTestId('test-output');
+    expect(panel.dataset['testId']).toBe('t-9');
+    await waitFor(() => expect(panel.dataset['lineCount']).toBe('3'));
+  });
+});
