@@ -1,5 +1,5 @@
 // @vitest-environment jsdom
-import { act, render, renderHook, screen, waitFor } from '@testing-library/react';
+import { act, cleanup, render, renderHook, screen, waitFor } from '@testing-library/react';
 import type { ReactNode } from 'react';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, type WebSocket as WsSocket } from 'ws';
@@ -17,6 +17,7 @@ let server: TestServer | null = null;
 let socket: WsSocket | null = null;
 
 afterEach(async () => {
+  cleanup();
   await server?.close();
   server = null;
   socket = null;
@@ -104,4 +105,28 @@ describe('React bindings over a real ws server', () => {
     expect(panel.dataset['testId']).toBe('t-9');
     await waitFor(() => expect(panel.dataset['lineCount']).toBe('3'));
   });
+
+  it('keeps the DOM bounded at 100,000 lines (virtualised list)', async () => {
+    const { wrapper } = await setup();
+    render(<TestOutputStreamer testId="big" />, { wrapper });
+    await waitFor(() => expect(server!.handshakes).toHaveLength(1));
+    await waitFor(() => expect(socket).not.toBeNull());
+    await act(async () => {
+      for (let chunk = 0; chunk < 10; chunk++) {
+        const events = Array.from({ length: 10_000 }, (_, i) => {
+          const n = chunk * 10_000 + i + 1;
+          return envelope(`${n}-0`, 'test.progress', { test_id: 'big', output: `line ${n}` });
+        });
+        send({ type: 'batch', events });
+      }
+    });
+    const panel = screen.getByTestId('test-output');
+    await waitFor(() => expect(panel.dataset['lineCount']).toBe('100000'), { timeout: 10_000 });
+    const rows = panel.querySelectorAll('[data-testid="output-line"]');
+    expect(rows.length).toBeGreaterThan(0);
+    expect(rows.length).toBeLessThan(100);
+    // following the tail: the newest line is among those rendered
+    expect([...rows].some((r) => r.textContent?.includes('line 100000'))).toBe(true);
+  }, 30_000);
 });
+
