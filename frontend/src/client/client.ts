@@ -149,6 +149,7 @@ export class EventClient {
   private retryAttempt = 0;
   private authRefusals = 0;
   private forceToken: TokenReason | null = null;
+  private refreshing = false;
 
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private welcomeTimer: ReturnType<typeof setTimeout> | null = null;
@@ -706,6 +707,8 @@ export class EventClient {
   }
 
   private async refreshToken(): Promise<void> {
+    if (this.refreshing) return; // the server may repeat the warning while a refresh is on its way
+    this.refreshing = true;
     try {
       const token = await this.token('expiring');
       this.send({ type: 'refresh', id: `r${this.nextRef++}`, token });
@@ -716,6 +719,8 @@ export class EventClient {
         message: `Could not renew the sign-in token (${errorText(err)}).`,
         action: 'The connection will reconnect with a new token when the old one expires.',
       });
+    } finally {
+      this.refreshing = false;
     }
   }
 

@@ -33,7 +33,7 @@ export function RecentFindings({ live, max = 15 }: { live: LiveState; max?: numb
       ) : (
         <ul className="findings">
           {items.map((f) => (
-            <li key={f.id} className={`findings__row sev--${f.level}`}>
+            <li key={f.id} className={`findings__row findings__row--${f.level}`}>
               <span className={`sev sev--${f.level}`}>{f.level}</span>
               <div className="findings__text">
                 <div className="findings__title">
