@@ -128,7 +128,8 @@ class Connection:
         self.pending_ack: Offset | None = None
         self.next_ping = 0.0
         self.awaiting_pong_since: float | None = None
-        self.expiry_warned = False
+        self.warned_for_exp: float | None = None
+        """The ``exp`` a ``token.expiring`` was sent for: one warning per token expiry."""
         self.coalesce_all = False
         """Set by the hub under load: coalesce queued progress before each send."""
         self._outbox: deque[_Out] = deque()
@@ -280,10 +281,20 @@ class Connection:
             return
         self.state = State.CLOSING
         self.close_code = code
-        self._outbox.clear()
-        self.queued_bytes = 0
+        # Events go; replies and errors already queued (the rate_limited ones
+        # before a 4008) are still sent by flush_control, except to a slow consumer.
+        keep = () if code == WS_4009_SLOW_CONSUMER else (i for i in self._outbox if i.entry is None)
+        self._outbox = deque(keep)
+        self.queued_bytes = sum(len(i.text) for i in self._outbox)
         self._wakeup.set()
         self.closed.set()
+
+    async def flush_control(self) -> None:
+        """Send what ``close`` kept, before the close frame."""
+        while self._outbox:
+            item = self._outbox.popleft()
+            self.queued_bytes -= len(item.text)
+            await self.socket.send_text(item.text)
 
     @property
     def queue_depth(self) -> int:

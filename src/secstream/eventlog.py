@@ -404,7 +404,7 @@ class RedisEventLog:
     async def _lost_or_trimmed(self, since: Offset, source: str) -> bool:
         epoch, trimmed = await self._state(keys=[self.epoch_key, self.trimmed_key])
         key = parse_offset(since)
-        if since != "0" and key < parse_offset(_text(epoch)):
+        if key != (0, 0) and key < parse_offset(_text(epoch)):
             return True
         if trimmed is None or key >= parse_offset(_text(trimmed)):
             return False

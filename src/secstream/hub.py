@@ -302,8 +302,8 @@ class Hub:
             if now >= exp:
                 conn.close(WS_4001_TOKEN_EXPIRED)
                 continue
-            if not conn.expiry_warned and now >= exp - self.token_expiry_warning:
-                conn.expiry_warned = True
+            if conn.warned_for_exp != exp and now >= exp - self.token_expiry_warning:
+                conn.warned_for_exp = exp
                 conn.send_control(encode(TokenExpiring(expires_in=round(exp - now, 3))))
             if now >= conn.next_ping:
                 ping = ping or encode(PingFrame(ts=round(now, 3)))

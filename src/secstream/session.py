@@ -285,7 +285,6 @@ class Session:
         if not principal.receivable:
             return self._error("invalid_token", "the new token's roles receive nothing", ref)
         self.hub.replace_principal(conn, principal)
-        conn.expiry_warned = False
         self._reply(Refreshed(expires_at=principal.exp, ref=ref), ref)
         return None
 
