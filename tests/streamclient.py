@@ -44,10 +44,15 @@ class Client:
         self.frames: list[Frame] = []
         self.events: list[Frame] = []
         self.arrived: dict[str, float] = {}
+        """Event id -> time.monotonic() when its frame was read."""
+        self.bytes_per_second: float | None = None
+        """When set, the reader sleeps after each frame as if it read this fast."""
         self.close_code: int | None = None
         self.read_delay = read_delay
         self.autopong = True
         self._changed = asyncio.Event()
+        self._gate = asyncio.Event()
+        self._gate.set()
         self._next_ref = 0
         self._reader = asyncio.create_task(self._read())
 
@@ -62,7 +67,9 @@ class Client:
 
     async def _read(self) -> None:
         try:
-            async for raw in self.ws:
+            while True:
+                await self._gate.wait()
+                raw = await self.ws.recv()
                 now = time.monotonic()
                 frame = json.loads(raw)
                 self.frames.append(frame)
@@ -80,11 +87,20 @@ class Client:
                 self._wake()
                 if self.read_delay:
                     await asyncio.sleep(self.read_delay)
+                if self.bytes_per_second:
+                    await asyncio.sleep(len(raw) / self.bytes_per_second)
         except ConnectionClosed:
             pass
         finally:
             self.close_code = self.ws.close_code
             self._wake()
+
+    def stall(self) -> None:
+        """Stop reading: frames pile up in websockets (``max_queue``), then in the kernel."""
+        self._gate.clear()
+
+    def unstall(self) -> None:
+        self._gate.set()
 
     def _wake(self) -> None:
         self._changed.set()

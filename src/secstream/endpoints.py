@@ -201,6 +201,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         try:
             if closing:
                 with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.flush_control(), 2)
+                with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.socket.close(conn.close_code), 5)
         finally:
             # Only now: drain() waits for the hub to empty before uvicorn's own
