@@ -214,6 +214,31 @@ async def test_a_client_that_never_reads_is_closed_4009_while_a_reader_keeps_up(
         stalled.close()
 
 
+async def test_one_burst_over_the_queue_limit_does_not_close_a_reader_that_keeps_up(
+    serve: Serve, redis_url: str
+) -> None:
+    """4009 is for bytes that *stay* queued: a single tail read bigger than the
+    limit reaches a reader that keeps reading, and it stays connected."""
+    node = serve(redis_url, env={**ENV, "SECSTREAM_MAX_QUEUE_BYTES": "65536"})
+    reader = await open_client(node.ws_url, sub="bursty")
+    try:
+        await reader.subscribe(["system.status"])
+        blob = "y" * 2000
+        async with httpx.AsyncClient(timeout=10) as http:
+            published: list[str] = []
+            for burst in range(3):  # each one batch of ~200 KB: three times the limit
+                published += await post_events(
+                    http, node.base_url, [status(burst * 100 + i, blob=blob) for i in range(100)]
+                )
+            await reader.wait_for(lambda: len(reader.ids) >= len(published), what="reader")
+            await asyncio.sleep(2.5)  # past the grace a queue may stay over the limit
+            assert await _metric(http, node.base_url, "secstream_slow_consumers_total") == 0
+        assert reader.ids == published
+        assert reader.close_code is None and not reader._reader.done()
+    finally:
+        await reader.aclose()
+
+
 def _raw_subscriber(port: int, event_types: list[str]) -> socket.socket:
     """A WebSocket handshake and one subscribe over a plain socket with a small receive
     buffer; nothing reads from it afterwards, so the server's writes back up."""

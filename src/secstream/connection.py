@@ -22,6 +22,10 @@ from secstream.events import UNDROPPABLE
 from secstream.protocol import parse_offset
 from secstream.types import Offset
 
+SLOW_GRACE_SECONDS = 2.0
+"""How long a queue may stay over the limit (after coalescing) before close 4009."""
+HARD_CAP_FACTOR = 4
+"""Past this many times the limit, close 4009 at once: memory comes first."""
 MAX_BATCH_EVENTS = 500
 MAX_BATCH_BYTES = 256 * 1024
 _PAST_SUBSCRIPTIONS = 32
@@ -125,7 +129,8 @@ class Connection:
         self.replaying = 0
         self.held: list[StreamEntry] = []
         self.held_bytes = 0
-        self.pending_ack: Offset | None = None
+        self.over_since: float | None = None
+        """When the queue went over the limit after coalescing (monotonic), if it is."""
         self.next_ping = 0.0
         self.awaiting_pong_since: float | None = None
         self.warned_for_exp: float | None = None
@@ -164,7 +169,7 @@ class Connection:
         if self.replaying:
             self.held.append(entry)
             self.held_bytes += len(entry.frame)
-            if self.held_bytes > self.max_queue_bytes:
+            if self.held_bytes > self.max_queue_bytes * HARD_CAP_FACTOR:
                 self.close(WS_4009_SLOW_CONSUMER)
             return
         self.send_event(entry)
@@ -178,8 +183,12 @@ class Connection:
         self._push(_Out(entry.frame, entry))
         if self.queued_bytes > self.max_queue_bytes:
             self.coalesce()
-            if self.queued_bytes > self.max_queue_bytes:
+            if self.queued_bytes > self.max_queue_bytes * HARD_CAP_FACTOR:
                 self.close(WS_4009_SLOW_CONSUMER)
+            elif self.queued_bytes > self.max_queue_bytes and self.over_since is None:
+                # One burst (a whole tail read) may pass the limit before the sender
+                # runs; only a queue that *stays* over it is a slow consumer.
+                self.over_since = time.monotonic()
         elif entry.priority in UNDROPPABLE and self.queued_bytes > self.max_queue_bytes // 8:
             # An alert behind a backlog of progress goes out now, not after it.
             self.coalesce()
@@ -274,6 +283,8 @@ class Connection:
                 text, events = self._take()
                 await self.socket.send_text(text)
                 self.sent += events
+                if self.over_since is not None and self.queued_bytes <= self.max_queue_bytes:
+                    self.over_since = None
 
     def close(self, code: int) -> None:
         """Begin closing with ``code``; the session closes the socket."""
@@ -295,6 +306,10 @@ class Connection:
             item = self._outbox.popleft()
             self.queued_bytes -= len(item.text)
             await self.socket.send_text(item.text)
+
+    def stayed_slow(self, now_monotonic: float) -> bool:
+        since = self.over_since
+        return since is not None and now_monotonic - since > SLOW_GRACE_SECONDS
 
     @property
     def queue_depth(self) -> int:

@@ -21,6 +21,7 @@ from secstream.errors import (
     WS_1001_GOING_AWAY,
     WS_4001_TOKEN_EXPIRED,
     WS_4002_HEARTBEAT_TIMEOUT,
+    WS_4009_SLOW_CONSUMER,
     LogUnavailable,
 )
 from secstream.eventlog import START, RedisEventLog, StreamEntry
@@ -293,7 +294,11 @@ class Hub:
 
     def _check_timers(self, now: float) -> None:
         ping: str | None = None
+        mono = time.monotonic()
         for conn in list(self.connections.values()):
+            if conn.stayed_slow(mono):
+                conn.close(WS_4009_SLOW_CONSUMER)
+                continue
             since = conn.awaiting_pong_since
             if since is not None and now - since > self.heartbeat_timeout:
                 conn.close(WS_4002_HEARTBEAT_TIMEOUT)
