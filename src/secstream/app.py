@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.gzip import GZipMiddleware
@@ -51,6 +54,10 @@ class Service:
             socket_timeout=10,
             socket_connect_timeout=2,
             retry_on_timeout=False,
+            # A pooled connection that went stale while Redis restarted fails once: retry it
+            # on a fresh one, or the first requests after an outage get 503.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
         )
         self._owns_redis = redis is None
         self.log = RedisEventLog(
