@@ -485,11 +485,12 @@ class RedisEventLog:
         if not overflow and not truncated:
             return Replay(newest_first[::-1], False)
         # Critical events outlive the log's retention: merge those in.
-        floor = oldest_scanned if not overflow and oldest_scanned else upto
+        # Nothing left in the range: every retained critical one up to ``upto`` counts.
+        floor = parse_offset(oldest_scanned) if oldest_scanned else (2**63, 0)
         critical = [
             e
             for e in await self._critical(since, upto, test_id, now, match)
-            if overflow or parse_offset(e.id) < parse_offset(floor)
+            if overflow or parse_offset(e.id) < floor
         ]
         merged = {e.id: e for e in [*critical, *newest_first]}
         return Replay(_keep_newest(sorted(merged.values(), key=lambda e: e.key), limit), True)
