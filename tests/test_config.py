@@ -1,0 +1,165 @@
+"""Settings from the environment, and ``secstream serve`` refusing bad settings (section 1)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from secstream.config import Settings
+from secstream.errors import ConfigError
+
+SECRET = {"SECSTREAM_JWT_SECRET": "a-test-secret-that-is-long-enough-000"}
+
+
+def test_defaults() -> None:
+    settings = Settings.from_env(SECRET)
+    assert settings.redis_url is None
+    assert settings.key_prefix == "secstream"
+    assert settings.heartbeat_interval == 20 and settings.heartbeat_timeout == 10
+    assert settings.token_expiry_warning == 60
+    assert (settings.client_rate, settings.client_burst) == (20, 40)
+    assert settings.retention_seconds == 86400 and settings.retention_maxlen == 1_000_000
+    assert settings.replay_limit == 10_000 and settings.trim_interval == 60
+    assert settings.max_queue_bytes == 1_048_576
+    assert (settings.publish_rate, settings.publish_burst) == (1000, 2000)
+    assert settings.critical_retention_seconds == 604_800
+    assert settings.max_connections == 10_000
+    assert settings.data_dir == Path(".secstream")
+    assert settings.demo is False
+
+
+def test_every_contract_variable_is_read(tmp_path: Path) -> None:
+    key_file = tmp_path / "key.pem"
+    key_file.write_text("not checked here")
+    env = {
+        "SECSTREAM_REDIS_URL": "redis://example:6380/2",
+        "SECSTREAM_KEY_PREFIX": "svc",
+        "SECSTREAM_JWT_SECRET": "s3cret",
+        "SECSTREAM_JWT_PUBLIC_KEY_FILE": str(key_file),
+        "SECSTREAM_JWT_AUDIENCE": "aud",
+        "SECSTREAM_JWT_ISSUER": "iss",
+        "SECSTREAM_HEARTBEAT_INTERVAL": "2.5",
+        "SECSTREAM_HEARTBEAT_TIMEOUT": "1.5",
+        "SECSTREAM_TOKEN_EXPIRY_WARNING": "5",
+        "SECSTREAM_CLIENT_RATE": "3",
+        "SECSTREAM_CLIENT_BURST": "6",
+        "SECSTREAM_RETENTION_SECONDS": "100",
+        "SECSTREAM_RETENTION_MAXLEN": "1000",
+        "SECSTREAM_REPLAY_LIMIT": "50",
+        "SECSTREAM_TRIM_INTERVAL": "7",
+        "SECSTREAM_MAX_QUEUE_BYTES": "4096",
+        "SECSTREAM_PUBLISH_RATE": "10",
+        "SECSTREAM_PUBLISH_BURST": "20",
+        "SECSTREAM_CRITICAL_RETENTION_SECONDS": "1000",
+        "SECSTREAM_MAX_CONNECTIONS": "9",
+        "SECSTREAM_DATA_DIR": str(tmp_path / "data"),
+    }
+    s = Settings.from_env(env)
+    assert s.redis_url == "redis://example:6380/2" and s.key_prefix == "svc"
+    assert s.jwt_secret == "s3cret" and s.jwt_public_key_file == key_file
+    assert s.jwt_audience == "aud" and s.jwt_issuer == "iss"
+    assert (s.heartbeat_interval, s.heartbeat_timeout, s.token_expiry_warning) == (2.5, 1.5, 5)
+    assert (s.client_rate, s.client_burst) == (3, 6)
+    assert (s.retention_seconds, s.retention_maxlen, s.replay_limit) == (100, 1000, 50)
+    assert (s.trim_interval, s.max_queue_bytes) == (7, 4096)
+    assert (s.publish_rate, s.publish_burst) == (10, 20)
+    assert (s.critical_retention_seconds, s.max_connections) == (1000, 9)
+    assert s.data_dir == tmp_path / "data"
+
+
+def test_overrides_win_over_the_environment() -> None:
+    env = {**SECRET, "SECSTREAM_REDIS_URL": "redis://a:1/0", "SECSTREAM_PORT": "9000"}
+    s = Settings.from_env(env, redis_url="redis://b:2/0", port=None, demo=True)
+    assert s.redis_url == "redis://b:2/0" and s.port == 9000 and s.demo is True
+
+
+def test_empty_values_mean_the_default() -> None:
+    settings = Settings.from_env({**SECRET, "SECSTREAM_HEARTBEAT_INTERVAL": ""})
+    assert settings.heartbeat_interval == 20
+
+
+@pytest.mark.parametrize(
+    ("key", "raw"),
+    [
+        ("SECSTREAM_HEARTBEAT_INTERVAL", "soon"),
+        ("SECSTREAM_HEARTBEAT_TIMEOUT", "0"),
+        ("SECSTREAM_CLIENT_BURST", "1.5"),
+        ("SECSTREAM_REPLAY_LIMIT", "-3"),
+        ("SECSTREAM_RETENTION_MAXLEN", "lots"),
+        ("SECSTREAM_MAX_QUEUE_BYTES", "1MB"),
+        ("SECSTREAM_PUBLISH_RATE", "fast"),
+        ("SECSTREAM_TOKEN_EXPIRY_WARNING", "-1"),
+        ("SECSTREAM_REDIS_URL", "http://localhost"),
+        ("SECSTREAM_KEY_PREFIX", "a b"),
+        ("SECSTREAM_DEMO", "maybe"),
+        ("SECSTREAM_JWT_PUBLIC_KEY_FILE", "/no/such/file.pem"),
+    ],
+)
+def test_bad_values_raise_naming_the_variable(key: str, raw: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**SECRET, key: raw})
+    assert info.value.key == key
+    assert key in str(info.value)
+
+
+def test_no_jwt_key_without_demo_names_the_setting() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({})
+    assert info.value.key == "SECSTREAM_JWT_SECRET"
+    assert Settings.from_env({"SECSTREAM_DEMO": "true"}).demo is True
+    assert Settings.from_env({}, demo=True).jwt_secret is None
+
+
+# -- secstream serve ------------------------------------------------------------------------
+
+
+def run_serve(tmp_path: Path, *args: str, **env: str) -> tuple[int, str, float]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SECSTREAM_")}
+    clean.update(env)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "secstream", "serve", "--port", "0", *args],
+        cwd=tmp_path,
+        env=clean,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return proc.returncode, proc.stderr, time.monotonic() - started
+
+
+def test_serve_without_a_jwt_key_exits_2(tmp_path: Path) -> None:
+    code, stderr, took = run_serve(tmp_path)
+    assert code == 2, stderr
+    assert "SECSTREAM_JWT_SECRET" in stderr
+    assert took < 10
+    assert not (tmp_path / ".secstream").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "extra"),
+    [
+        ("SECSTREAM_HEARTBEAT_INTERVAL", []),
+        ("SECSTREAM_CLIENT_BURST", []),
+        ("SECSTREAM_REPLAY_LIMIT", ["--demo"]),
+    ],
+)
+def test_serve_with_a_setting_that_does_not_parse_exits_2(
+    tmp_path: Path, key: str, extra: list[str]
+) -> None:
+    code, stderr, took = run_serve(tmp_path, *extra, **SECRET, **{key: "not-a-number"})
+    assert code == 2, stderr
+    assert key in stderr
+    assert took < 10
+
+
+def test_serve_with_a_bad_redis_url_exits_2(tmp_path: Path) -> None:
+    code, stderr, _ = run_serve(tmp_path, "--redis-url", "localhost:6379", **SECRET)
+    assert code == 2, stderr
+    assert "SECSTREAM_REDIS_URL" in stderr
