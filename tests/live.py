@@ -13,6 +13,8 @@ from typing import Any
 import anyio
 import httpx
 import uvicorn
+from joserfc import jwt
+from joserfc.jwk import OctKey
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -23,6 +25,11 @@ from secstream.protocol import Audience, PublishRequest, parse_offset
 
 JWT_SECRET = "secstream-tests-hs256-secret-0123456789"
 SUBPROTOCOL = "secstream.v1"
+
+
+def hs256(claims: dict[str, Any], secret: str = JWT_SECRET) -> str:
+    """A token with exactly these claims (expired ones too), signed with ``secret``."""
+    return jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(secret))
 
 
 class _QuietServer(uvicorn.Server):

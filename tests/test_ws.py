@@ -10,22 +10,16 @@ from typing import Any
 
 import anyio
 import pytest
-from joserfc import jwt
-from joserfc.jwk import OctKey
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from live import JWT_SECRET, SUBPROTOCOL, LiveApp, WsClient
+from live import SUBPROTOCOL, LiveApp, WsClient, hs256
 from secstream.auth import Authenticator
 from secstream.protocol import parse_offset
 
 pytestmark = pytest.mark.anyio
 
 LiveAppFactory = Callable[..., AbstractAsyncContextManager[LiveApp]]
-
-
-def hs256(claims: dict[str, Any], secret: str = JWT_SECRET) -> str:
-    return jwt.encode({"alg": "HS256"}, claims, OctKey.import_key(secret))
 
 
 def ids(frames: list[dict[str, Any]]) -> list[str]:

@@ -92,8 +92,11 @@ class Simulator:
                         priority="low",
                     )
         finally:
-            for task in list(self._tasks):
+            tasks = list(self._tasks)
+            for task in tasks:
                 task.cancel()
+            # Each run publishes test.cancelled as it ends: let it, before Redis is closed.
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, test_id: str, kind: str, user_id: str | None) -> None:
         module = "network_recon" if kind == "port_scan" else "web_scanner"
