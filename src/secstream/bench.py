@@ -13,20 +13,26 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import zlib
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import httpx
 import websockets
 
 from secstream.auth import Authenticator
+from secstream.protocol import PublishRequest
 from secstream.publisher import Publisher
 from secstream.redis_server import RedisServer, free_port
 
@@ -43,6 +49,7 @@ class Round:
     http_publish_per_second: float = 0.0
     alone_seconds: float = 0.0
     crowded_seconds: float = 0.0
+    coalesced: int = 0
 
     @property
     def deliveries_per_second(self) -> float:
@@ -57,14 +64,17 @@ def _rss_kib(pid: int) -> int:
 
 
 class _Client:
-    def __init__(self, ws: websockets.ClientConnection) -> None:
+    def __init__(self, ws: websockets.ClientConnection, group: str) -> None:
         self.ws = ws
+        self.group = group
         self.count = 0
+        self.coalesced = 0
         self.latencies: list[float] = []
         self.done = asyncio.Event()
         self.target = 0
+        self.sample = False
 
-    async def run(self, sample: bool) -> None:
+    async def run(self) -> None:
         async for frame in self.ws:
             text = frame if isinstance(frame, str) else frame.decode()
             n = text.count('"type":"event"')
@@ -72,83 +82,150 @@ class _Client:
                 if '"type":"ping"' in text:
                     await self.ws.send('{"type":"pong"}')
                 continue
-            self.count += n
-            if sample:
+            if self.sample or "connection.info" in text:
                 now = time.time()
                 msg = json.loads(text)
-                events = msg["events"] if msg["type"] == "batch" else [msg]
-                for e in events:
-                    self.latencies.append(now - e["data"]["sent_at"])
+                for e in msg["events"] if msg["type"] == "batch" else [msg]:
+                    if e["event_type"] == "connection.info":
+                        # Coalesced under pressure: it stands for `skipped` events.
+                        self.coalesced += e["data"]["skipped"]
+                        n += e["data"]["skipped"] - 1
+                    elif self.sample:
+                        self.latencies.append(now - e["data"]["sent_at"])
+            self.count += n
             if self.count >= self.target:
                 self.done.set()
 
 
-async def _connect(ws_url: str, token: str, test_id: str, n: int) -> list[_Client]:
-    clients: list[_Client] = []
-    subscribe = json.dumps(
-        {"type": "subscribe", "id": "s", "event_types": ["test.progress"], "test_id": test_id}
-    )
-    for _ in range(n):
-        ws = await websockets.connect(
-            ws_url, subprotocols=["secstream.v1", f"bearer.{token}"],  # type: ignore[list-item]
-            max_size=None, compression=None, open_timeout=30,
-        )
-        await ws.recv()  # welcome
-        await ws.send(subscribe)
-        await ws.recv()  # subscribed
-        await ws.recv()  # replayed
-        clients.append(_Client(ws))
-    return clients
+async def _clients(pipe: Connection, ws_url: str, token: str) -> None:
+    """The client side, in its own process: commands in, results out, over ``pipe``."""
+    loop = asyncio.get_running_loop()
+    groups: dict[str, list[_Client]] = {}
+    readers: list[asyncio.Task[None]] = []
+    while True:
+        command, group, n = await loop.run_in_executor(None, pipe.recv)
+        if command == "connect":
+            subscribe = json.dumps({"type": "subscribe", "id": "s",
+                                    "event_types": ["test.progress"], "test_id": group})
+            for _ in range(n):
+                ws = await _connect_retrying(ws_url, token)
+                await ws.recv()  # welcome
+                await ws.send(subscribe)
+                await ws.recv()  # subscribed
+                await ws.recv()  # replayed
+                client = _Client(ws, group)
+                groups.setdefault(group, []).append(client)
+                readers.append(asyncio.create_task(client.run()))
+            pipe.send("ok")
+        elif command == "expect":
+            members = groups[group]
+            for i, c in enumerate(members):
+                c.target, c.count, c.coalesced, c.sample = n, 0, 0, i < 20
+                c.latencies.clear()
+                c.done.clear()
+            pipe.send("ready")
+            await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in members)), 300)
+            pipe.send((time.time(), [x for c in members for x in c.latencies],
+                       sum(c.coalesced for c in members)))
+        elif command == "close":
+            await asyncio.gather(*(c.ws.close() for c in groups.pop(group, [])),
+                                 return_exceptions=True)
+            pipe.send("ok")
+        else:
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+            pipe.send("bye")
+            return
 
 
-async def _deliver(redis_url: str, clients: list[_Client], events: int, test_id: str) -> float:
-    """Publish ``events`` for ``test_id``; seconds until every client in ``clients`` has all."""
-    for c in clients:
-        c.target, c.count = events, 0
-        c.done.clear()
-    readers = [asyncio.create_task(c.run(sample=i < 20)) for i, c in enumerate(clients)]
-    started = time.perf_counter()
-    async with Publisher(redis_url) as pub:
-        for i in range(events):
-            await pub.publish(
-                "test.progress",
-                {"test_id": test_id, "progress": i % 100, "sent_at": time.time(),
-                 "output": f"Discovered open port {i % 65535}/tcp on 192.168.1.{i % 254}"},
+async def _connect_retrying(ws_url: str, token: str) -> websockets.ClientConnection:
+    """Connect as a real client would: a 503 (the server shedding load) is retried."""
+    for attempt in range(300):
+        try:
+            return await websockets.connect(
+                ws_url, subprotocols=["secstream.v1", f"bearer.{token}"],  # type: ignore[list-item]
+                max_size=None, compression=None, open_timeout=30, max_queue=None,
             )
-    await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in clients)), 300)
-    elapsed = time.perf_counter() - started
-    for task in readers:
-        task.cancel()
-    await asyncio.gather(*readers, return_exceptions=True)
-    return elapsed
+        except websockets.InvalidStatus as exc:
+            if exc.response.status_code not in (429, 503) or attempt == 299:
+                raise
+            await asyncio.sleep(0.2)
+    raise AssertionError("unreachable")
 
 
-async def _close(clients: list[_Client]) -> None:
-    await asyncio.gather(*(c.ws.close() for c in clients), return_exceptions=True)
+def _client_process(pipe: Connection, ws_url: str, token: str) -> None:
+    asyncio.run(_clients(pipe, ws_url, token))
+
+
+class _Remote:
+    """The client process, driven from the bench's process."""
+
+    def __init__(self, ws_url: str, token: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self._pipe, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_client_process, args=(child, ws_url, token), daemon=True)
+        self._proc.start()
+
+    def call(self, command: str, group: str = "", n: int = 0) -> Any:
+        self._pipe.send((command, group, n))
+        return self._pipe.recv()
+
+    async def acall(self, command: str, group: str = "", n: int = 0) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, self.call, command, group, n)
+
+    def stop(self) -> None:
+        self.call("stop")
+        self._proc.join(10)
+
+
+async def _deliver(redis_url: str, remote: _Remote, group: str, events: int) -> Round:
+    """Publish ``events`` for test ``group``; how long until every client there had all."""
+    assert remote.call("expect", group, events) == "ready"
+    waiting = asyncio.get_running_loop().run_in_executor(None, remote._pipe.recv)
+    started = time.time()
+    async with Publisher(redis_url) as pub:
+        for first in range(0, events, 10):
+            await pub.log.append([
+                PublishRequest("test.progress", {
+                    "test_id": group, "progress": i % 100, "sent_at": time.time(),
+                    "output": f"Discovered open port {i % 65535}/tcp on 192.168.1.{i % 254}",
+                })
+                for i in range(first, min(events, first + 10))
+            ])
+    done_at, latencies, coalesced = await waiting
+    return Round(0, events, done_at - started, latencies=latencies, coalesced=coalesced)
 
 
 async def _round(base: str, ws_url: str, redis_url: str, pid: int, conns: int, events: int,
-                 token: str, publisher_token: str) -> Round:
+                 token: str, publisher_token: str, remote: _Remote) -> Round:
+    tag = uuid.uuid4().hex[:6]
     rss_before = _rss_kib(pid)
-    clients = await _connect(ws_url, token, "fanout", conns)
+    await remote.acall("connect", f"fanout-{tag}", conns)
     await asyncio.sleep(0.5)
     rss_after = _rss_kib(pid)
-    elapsed = await _deliver(redis_url, clients, events, "fanout")
-    latencies = [x for c in clients[:20] for x in c.latencies]
-    await _close(clients)
-    result = Round(conns, events, elapsed, latencies=latencies,
-                   rss_per_connection=(rss_after - rss_before) / max(1, conns))
-    # Isolation: 10 receivers alone, then the same 10 beside conns-10 idle subscribers.
-    few = await _connect(ws_url, token, "few", 10)
-    result.alone_seconds = await _deliver(redis_url, few, events, "few")
-    idle = await _connect(ws_url, token, "other", max(0, conns - 10))
-    result.crowded_seconds = await _deliver(redis_url, few, events, "few")
-    await _close(few + idle)
+    result = await _deliver(redis_url, remote, f"fanout-{tag}", events)
+    await remote.acall("close", f"fanout-{tag}")
+    result.connections = conns
+    result.rss_per_connection = (rss_after - rss_before) / max(1, conns)
+    # Isolation: 10 receivers alone, then the same 10 beside conns-10 non-matching ones.
+    await remote.acall("connect", f"few-{tag}", 10)
+    result.alone_seconds = (await _deliver(redis_url, remote, f"few-{tag}", events)).deliver_seconds
+    await remote.acall("connect", f"other-{tag}", max(0, conns - 10))
+    result.crowded_seconds = (
+        await _deliver(redis_url, remote, f"few-{tag}", events)
+    ).deliver_seconds
+    await remote.acall("close", f"few-{tag}")
+    await remote.acall("close", f"other-{tag}")
     result.http_publish_per_second = await _http_rate(base, publisher_token)
     return result
 
 
 async def _http_rate(base: str, token: str, n: int = 500) -> float:
+    """HTTP publishes per second: with wrk (Debian's package) when it is installed, which
+    measures the server; else with httpx, 20 in flight, which mostly measures httpx."""
+    if shutil.which("wrk"):
+        return await asyncio.get_running_loop().run_in_executor(None, _wrk_rate, base, token)
     headers = {"Authorization": f"Bearer {token}"}
     body = {"event_type": "system.status", "data": {"status": "ok"}, "priority": "low"}
     async with httpx.AsyncClient(base_url=base, headers=headers) as http:
@@ -162,6 +239,37 @@ async def _http_rate(base: str, token: str, n: int = 500) -> float:
 
         await asyncio.gather(*(one() for _ in range(n)))
         return n / (time.perf_counter() - started)
+
+
+_WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = '{"event_type":"system.status","data":{"status":"ok"},"priority":"low"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+done = function(summary, latency, requests)
+  local errors = summary.errors.status + summary.errors.connect + summary.errors.timeout
+  local rate = summary.requests / (summary.duration / 1e6)
+  io.write(string.format("RATE %%f ERRORS %%d\\n", rate, errors))
+end
+"""
+
+
+def _load_tool() -> str:
+    return "wrk" if shutil.which("wrk") else "httpx"
+
+
+def _wrk_rate(base: str, token: str) -> float:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(_WRK_SCRIPT % token)
+        script.flush()
+        out = subprocess.run(
+            ["wrk", "-t1", "-c20", "-d3s", "-s", script.name, f"{base}/api/v1/events"],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout
+    rate, errors = out.rsplit("RATE ", 1)[1].split(" ERRORS ")
+    if int(errors):
+        raise SystemExit(f"bench: {errors.strip()} HTTP errors during the publish run")
+    return float(rate)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -186,11 +294,15 @@ def run_bench(args: argparse.Namespace) -> int:
             auth = Authenticator(secret=SECRET)
             token, _ = auth.mint("bench", ["viewer"], expires_in=3600)
             pub_token, _ = auth.mint("bench-pub", ["publisher"], expires_in=3600)
-            rounds = [
-                asyncio.run(_round(base, f"ws://127.0.0.1:{port}/ws", redis.url, proc.pid,
-                                   args.connections, args.events, token, pub_token))
-                for _ in range(args.rounds)
-            ]
+            remote = _Remote(f"ws://127.0.0.1:{port}/ws", token)
+            try:
+                rounds = [
+                    asyncio.run(_round(base, f"ws://127.0.0.1:{port}/ws", redis.url, proc.pid,
+                                       args.connections, args.events, token, pub_token, remote))
+                    for _ in range(args.rounds)
+                ]
+            finally:
+                remote.stop()
         finally:
             proc.terminate()
             proc.wait(15)
@@ -269,7 +381,9 @@ def _report(rounds: list[Round]) -> str:
          f"{med(r.rss_per_connection for r in rounds):.1f} KiB"),
         (f"time for 10 receivers beside {r0.connections - 10} non-matching connections, "
          "over 10 receivers alone (median ratio)", f"{crowd:.2f}"),
-        ("HTTP publishes per second, 20 in flight (median)",
+        ("progress events coalesced for clients that fell behind (median per round)",
+         f"{med(r.coalesced for r in rounds):,.0f} of {r0.connections * r0.events:,}"),
+        (f"HTTP publishes per second, 20 in flight, {_load_tool()} (median)",
          f"{med(r.http_publish_per_second for r in rounds):,.0f}"),
         ("permessage-deflate: wire bytes / raw bytes, single events", f"{single:.2f}"),
         ("permessage-deflate: wire bytes / raw bytes, batches of 20", f"{batched:.2f}"),

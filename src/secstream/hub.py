@@ -37,6 +37,8 @@ _TAIL_BLOCK_MS = 5000
 _ACK_FLUSH_SECONDS = 0.2
 _LAG_OVERLOADED = 0.25
 _LAG_RECOVERED = 0.05
+_YIELD_EVERY = 5000
+"""Deliveries between turns given to the event loop while fanning out one read."""
 _QUEUED_OVERLOADED = 64
 """Times SECSTREAM_MAX_QUEUE_BYTES queued in all, process-wide."""
 
@@ -209,15 +211,35 @@ class Hub:
     def dispatch(self, entries: Iterable[StreamEntry]) -> None:
         now = time.time()
         for entry in entries:
-            self.last_id = entry.id
-            if entry.expired(now):
-                continue
-            targets = self._targets(entry)
-            for conn in targets:
-                conn.deliver(entry)
-            self.delivered += len(targets)
-            if self.metrics is not None and targets:
-                self.metrics.delivery_latency(max(0.0, now - entry.published_at))
+            self._dispatch_one(entry, now)
+        self._notify()
+
+    async def dispatch_yielding(self, entries: list[StreamEntry]) -> None:
+        """``dispatch``, giving the event loop a turn every few thousand deliveries, so
+        one large read fanned out to many sockets never stalls heartbeats and I/O."""
+        now = time.time()
+        work = 0
+        for entry in entries:
+            work += self._dispatch_one(entry, now)
+            if work >= _YIELD_EVERY:
+                self._notify()
+                await asyncio.sleep(0)
+                now, work = time.time(), 0
+        self._notify()
+
+    def _dispatch_one(self, entry: StreamEntry, now: float) -> int:
+        self.last_id = entry.id
+        if entry.expired(now):
+            return 1
+        targets = self._targets(entry)
+        for conn in targets:
+            conn.deliver(entry)
+        self.delivered += len(targets)
+        if self.metrics is not None and targets:
+            self.metrics.delivery_latency(max(0.0, now - entry.published_at))
+        return len(targets) + 1
+
+    def _notify(self) -> None:
         self._new_events.set()
         self._new_events = asyncio.Event()
 
@@ -275,7 +297,7 @@ class Hub:
             self.healthy = True
             backoff = 0.05
             if entries:
-                self.dispatch(entries)
+                await self.dispatch_yielding(entries)
 
     # -- timers and load ---------------------------------------------------------------
 
