@@ -48,12 +48,22 @@ class Round:
     rss_per_connection: float = 0.0
     http_publish_per_second: float = 0.0
     alone_seconds: float = 0.0
+    """Server CPU seconds to deliver the round's events to 10 receivers alone ..."""
     crowded_seconds: float = 0.0
+    """... and to the same 10 beside the other connections, which match nothing."""
     coalesced: int = 0
+    server_cpu: float = 0.0
+    client_cpu: float = 0.0
 
     @property
     def deliveries_per_second(self) -> float:
         return self.connections * self.events / self.deliver_seconds
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_kib(pid: int) -> int:
@@ -174,15 +184,24 @@ class _Remote:
     async def acall(self, command: str, group: str = "", n: int = 0) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, self.call, command, group, n)
 
+    @property
+    def pid(self) -> int:
+        assert self._proc.pid is not None
+        return self._proc.pid
+
     def stop(self) -> None:
         self.call("stop")
         self._proc.join(10)
 
 
-async def _deliver(redis_url: str, remote: _Remote, group: str, events: int) -> Round:
-    """Publish ``events`` for test ``group``; how long until every client there had all."""
+async def _deliver(
+    redis_url: str, remote: _Remote, group: str, events: int, server_pid: int
+) -> Round:
+    """Publish ``events`` for test ``group``; how long until every client there had all,
+    and the CPU time the server and the client process spent meanwhile."""
     assert remote.call("expect", group, events) == "ready"
     waiting = asyncio.get_running_loop().run_in_executor(None, remote._pipe.recv)
+    cpu_before = _cpu_seconds(server_pid), _cpu_seconds(remote.pid)
     started = time.time()
     async with Publisher(redis_url) as pub:
         for first in range(0, events, 10):
@@ -194,7 +213,11 @@ async def _deliver(redis_url: str, remote: _Remote, group: str, events: int) -> 
                 for i in range(first, min(events, first + 10))
             ])
     done_at, latencies, coalesced = await waiting
-    return Round(0, events, done_at - started, latencies=latencies, coalesced=coalesced)
+    return Round(
+        0, events, done_at - started, latencies=latencies, coalesced=coalesced,
+        server_cpu=_cpu_seconds(server_pid) - cpu_before[0],
+        client_cpu=_cpu_seconds(remote.pid) - cpu_before[1],
+    )
 
 
 async def _round(base: str, ws_url: str, redis_url: str, pid: int, conns: int, events: int,
@@ -204,17 +227,17 @@ async def _round(base: str, ws_url: str, redis_url: str, pid: int, conns: int, e
     await remote.acall("connect", f"fanout-{tag}", conns)
     await asyncio.sleep(0.5)
     rss_after = _rss_kib(pid)
-    result = await _deliver(redis_url, remote, f"fanout-{tag}", events)
+    result = await _deliver(redis_url, remote, f"fanout-{tag}", events, pid)
     await remote.acall("close", f"fanout-{tag}")
     result.connections = conns
     result.rss_per_connection = (rss_after - rss_before) / max(1, conns)
     # Isolation: 10 receivers alone, then the same 10 beside conns-10 non-matching ones.
     await remote.acall("connect", f"few-{tag}", 10)
-    result.alone_seconds = (await _deliver(redis_url, remote, f"few-{tag}", events)).deliver_seconds
+    result.alone_seconds = (await _deliver(redis_url, remote, f"few-{tag}", events, pid)).server_cpu
     await remote.acall("connect", f"other-{tag}", max(0, conns - 10))
     result.crowded_seconds = (
-        await _deliver(redis_url, remote, f"few-{tag}", events)
-    ).deliver_seconds
+        await _deliver(redis_url, remote, f"few-{tag}", events, pid)
+    ).server_cpu
     await remote.acall("close", f"few-{tag}")
     await remote.acall("close", f"other-{tag}")
     result.http_publish_per_second = await _http_rate(base, publisher_token)
@@ -377,10 +400,15 @@ def _report(rounds: list[Round]) -> str:
          f"{med(r.events / r.deliver_seconds for r in rounds):,.0f}"),
         ("publish to client latency, p50 / p95 / p99",
          f"{p(0.5):.1f} / {p(0.95):.1f} / {p(0.99):.1f} ms"),
-        ("server memory per idle subscribed connection (median)",
-         f"{med(r.rss_per_connection for r in rounds):.1f} KiB"),
-        (f"time for 10 receivers beside {r0.connections - 10} non-matching connections, "
-         "over 10 receivers alone (median ratio)", f"{crowd:.2f}"),
+        ("server memory per idle subscribed connection (first round: a fresh process)",
+         f"{r0.rss_per_connection:.1f} KiB"),
+        ("server CPU per delivery (median)",
+         f"{med(1e6 * r.server_cpu / (r.connections * r.events) for r in rounds):.2f} µs"),
+        ("CPU busy during fan-out, server / client process (median)",
+         f"{med(r.server_cpu / r.deliver_seconds for r in rounds):.0%} / "
+         f"{med(r.client_cpu / r.deliver_seconds for r in rounds):.0%}"),
+        (f"server CPU per event, 10 receivers beside {r0.connections - 10} non-matching "
+         "connections over 10 receivers alone (median ratio)", f"{crowd:.2f}"),
         ("progress events coalesced for clients that fell behind (median per round)",
          f"{med(r.coalesced for r in rounds):,.0f} of {r0.connections * r0.events:,}"),
         (f"HTTP publishes per second, 20 in flight, {_load_tool()} (median)",
