@@ -37,6 +37,8 @@ from secstream.publisher import Publisher
 from secstream.redis_server import RedisServer, free_port
 
 SECRET = "bench-secret-bench-secret-bench-secret"
+STEADY_RATE = 50
+"""Events per second in the latency-below-capacity run, each to every connection."""
 
 
 @dataclass
@@ -52,6 +54,7 @@ class Round:
     crowded_seconds: float = 0.0
     """... and to the same 10 beside the other connections, which match nothing."""
     coalesced: int = 0
+    steady_latencies: list[float] = field(default_factory=list)
     server_cpu: float = 0.0
     client_cpu: float = 0.0
 
@@ -195,7 +198,8 @@ class _Remote:
 
 
 async def _deliver(
-    redis_url: str, remote: _Remote, group: str, events: int, server_pid: int
+    redis_url: str, remote: _Remote, group: str, events: int, server_pid: int,
+    rate: float | None = None,
 ) -> Round:
     """Publish ``events`` for test ``group``; how long until every client there had all,
     and the CPU time the server and the client process spent meanwhile."""
@@ -205,6 +209,8 @@ async def _deliver(
     started = time.time()
     async with Publisher(redis_url) as pub:
         for first in range(0, events, 10):
+            if rate is not None:  # paced: batch n leaves at n * 10 / rate seconds
+                await asyncio.sleep(max(0.0, started + first / rate - time.time()))
             await pub.log.append([
                 PublishRequest("test.progress", {
                     "test_id": group, "progress": i % 100, "sent_at": time.time(),
@@ -231,6 +237,12 @@ async def _round(base: str, ws_url: str, redis_url: str, pid: int, conns: int, e
     await remote.acall("close", f"fanout-{tag}")
     result.connections = conns
     result.rss_per_connection = (rss_after - rss_before) / max(1, conns)
+    # Latency below capacity: the same sockets, events paced at STEADY_RATE per second.
+    await remote.acall("connect", f"steady-{tag}", conns)
+    steady = await _deliver(redis_url, remote, f"steady-{tag}", STEADY_RATE * 5, pid,
+                            rate=STEADY_RATE)
+    result.steady_latencies = steady.latencies
+    await remote.acall("close", f"steady-{tag}")
     # Isolation: 10 receivers alone, then the same 10 beside conns-10 non-matching ones.
     await remote.acall("connect", f"few-{tag}", 10)
     result.alone_seconds = (await _deliver(redis_url, remote, f"few-{tag}", events, pid)).server_cpu
@@ -386,8 +398,11 @@ def _report(rounds: list[Round]) -> str:
     med = statistics.median
     lat = sorted(x for r in rounds for x in r.latencies)
 
-    def p(q: float) -> float:
-        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else 0.0
+    steady = sorted(x for r in rounds for x in r.steady_latencies)
+
+    def p(q: float, values: list[float] | None = None) -> float:
+        values = lat if values is None else values
+        return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else 0.0
 
     r0 = rounds[0]
     single, batched = _deflate_ratio()
@@ -398,8 +413,11 @@ def _report(rounds: list[Round]) -> str:
         ("deliveries per second (median)", f"{med(r.deliveries_per_second for r in rounds):,.0f}"),
         ("events per second through the whole path (median)",
          f"{med(r.events / r.deliver_seconds for r in rounds):,.0f}"),
-        ("publish to client latency, p50 / p95 / p99",
-         f"{p(0.5):.1f} / {p(0.95):.1f} / {p(0.99):.1f} ms"),
+        (f"publish to client latency at {STEADY_RATE} events/s to every connection "
+         f"({STEADY_RATE * r0.connections:,} deliveries/s), p50 / p95 / p99",
+         f"{p(0.5, steady):.1f} / {p(0.95, steady):.1f} / {p(0.99, steady):.1f} ms"),
+        ("publish to client latency in the burst above (queueing), p50 / p99",
+         f"{p(0.5):.0f} / {p(0.99):.0f} ms"),
         ("server memory per idle subscribed connection (first round: a fresh process)",
          f"{r0.rss_per_connection:.1f} KiB"),
         ("server CPU per delivery (median)",

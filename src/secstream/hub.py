@@ -37,8 +37,9 @@ _TAIL_BLOCK_MS = 5000
 _ACK_FLUSH_SECONDS = 0.2
 _LAG_OVERLOADED = 0.25
 _LAG_RECOVERED = 0.05
-_YIELD_EVERY = 5000
-"""Deliveries between turns given to the event loop while fanning out one read."""
+_SLICE_SECONDS = 0.05
+"""Longest run of fan-out before the event loop gets a turn: long enough that each
+socket gets its events in a few large frames, short enough for heartbeats and I/O."""
 _QUEUED_OVERLOADED = 64
 """Times SECSTREAM_MAX_QUEUE_BYTES queued in all, process-wide."""
 
@@ -215,16 +216,19 @@ class Hub:
         self._notify()
 
     async def dispatch_yielding(self, entries: list[StreamEntry]) -> None:
-        """``dispatch``, giving the event loop a turn every few thousand deliveries, so
-        one large read fanned out to many sockets never stalls heartbeats and I/O."""
+        """``dispatch``, giving the event loop a turn every ``_SLICE_SECONDS``, so one
+        large read fanned out to many sockets never stalls heartbeats and I/O."""
         now = time.time()
+        slice_started = time.monotonic()
         work = 0
         for entry in entries:
             work += self._dispatch_one(entry, now)
-            if work >= _YIELD_EVERY:
-                self._notify()
-                await asyncio.sleep(0)
-                now, work = time.time(), 0
+            if work >= 1000:  # look at the clock now and then, not per delivery
+                work = 0
+                if time.monotonic() - slice_started > _SLICE_SECONDS:
+                    self._notify()
+                    await asyncio.sleep(0)
+                    now, slice_started = time.time(), time.monotonic()
         self._notify()
 
     def _dispatch_one(self, entry: StreamEntry, now: float) -> int:
