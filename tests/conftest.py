@@ -23,12 +23,8 @@ def anyio_backend() -> str:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh Redis of this test's own; ``stop()``/``start()`` reuse its port and AOF."""
-    server = RedisServer(tmp_path / "redis", port=free_port(), appendonly=True)
-    server.start()
-    try:
+    with RedisServer(tmp_path / "redis", port=free_port(), appendonly=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -39,12 +35,8 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture(scope="session")
 def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One Redis for the whole session: tests using it must keep to their ``key_prefix``."""
-    server = RedisServer(tmp_path_factory.mktemp("shared-redis"), appendonly=False)
-    server.start()
-    try:
+    with RedisServer(tmp_path_factory.mktemp("shared-redis"), appendonly=False) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from secstream.limits import retry_after
 from secstream.protocol import (
     BATCH_DECODER,
     PUBLISH_DECODER,
+    PublishRequest,
     Welcome,
     encode,
     is_offset,
@@ -254,43 +255,44 @@ async def _publish_guard(request: Request) -> Principal | Response:
 
 
 async def publish(request: Request) -> Response:
-    guard = await _publish_guard(request)
-    if isinstance(guard, Response):
-        return guard
-    body = await request.body()
-    try:
-        event = PUBLISH_DECODER.decode(body)
-        validate(event)
-    except msgspec.ValidationError as exc:
-        return _problem(422, "invalid_event", str(exc), field=_field_of(exc))
-    except msgspec.DecodeError:
-        return _problem(422, "invalid_event", "the body is not a JSON object", field="body")
-    except EventInvalid as exc:
-        return _problem(422, "invalid_event", exc.reason, field=exc.field)
-    return await _append(request, [event], single=True)
+    return await _publish(request, batch=False)
 
 
 async def publish_batch(request: Request) -> Response:
+    return await _publish(request, batch=True)
+
+
+async def _publish(request: Request, *, batch: bool) -> Response:
     guard = await _publish_guard(request)
     if isinstance(guard, Response):
         return guard
     body = await request.body()
     try:
-        batch = BATCH_DECODER.decode(body)
-        if not 0 < len(batch.events) <= MAX_BATCH:
-            raise EventInvalid("events", f"must hold 1 to {MAX_BATCH} events")
-        for i, event in enumerate(batch.events):
-            validate(event, prefix=f"events[{i}].")
+        events = _decode_events(body, batch=batch)
     except msgspec.ValidationError as exc:
         return _problem(422, "invalid_event", str(exc), field=_field_of(exc))
     except msgspec.DecodeError:
         return _problem(422, "invalid_event", "the body is not a JSON object", field="body")
     except EventInvalid as exc:
         return _problem(422, "invalid_event", exc.reason, field=exc.field)
-    return await _append(request, batch.events, single=False)
+    return await _append(request, events, single=not batch)
 
 
-async def _append(request: Request, events: list[Any], *, single: bool) -> Response:
+def _decode_events(body: bytes, *, batch: bool) -> list[PublishRequest]:
+    """The validated events of a publish body; all of them, or an exception."""
+    if not batch:
+        event = PUBLISH_DECODER.decode(body)
+        validate(event)
+        return [event]
+    events = BATCH_DECODER.decode(body).events
+    if not 0 < len(events) <= MAX_BATCH:
+        raise EventInvalid("events", f"must hold 1 to {MAX_BATCH} events")
+    for i, event in enumerate(events):
+        validate(event, prefix=f"events[{i}].")
+    return events
+
+
+async def _append(request: Request, events: list[PublishRequest], *, single: bool) -> Response:
     service = _service(request)
     key = request.headers.get("idempotency-key") or None
     if key is not None and len(key) > 256:
