@@ -25,6 +25,7 @@ from secstream.eventlog import RedisEventLog
 from secstream.hub import Hub
 from secstream.limits import AbuseWatch, KeyedLimiter
 from secstream.protocol import Audience, PublishRequest
+from secstream.simulator import Simulator
 from secstream.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -38,9 +39,6 @@ class _HubMetrics:
 
     def delivery_latency(self, seconds: float) -> None:
         self._telemetry.delivery_latency.record(seconds)
-
-    def slow_consumer(self) -> None:
-        self._telemetry.slow_consumers.add(1)
 
 
 class Service:
@@ -83,19 +81,20 @@ class Service:
         self.auth = Authenticator.from_settings(settings)
         self.abuse = AbuseWatch(self._alert_admins)
         self.publish_limits = KeyedLimiter(
-            "publish", settings.publish_rate, settings.publish_burst, on_refused=self._refused
+            "publish", settings.publish_rate, settings.publish_burst, on_refused=self.refused
         )
         self.handshake_limits = KeyedLimiter(
             "handshake",
             settings.handshake_rate,
             max(1, int(settings.handshake_rate * 2)),
-            on_refused=self._refused,
+            on_refused=self.refused,
         )
         self.draining = False
-        self.simulator: object | None = None
+        self.simulator: Simulator | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    def _refused(self, kind: str, source: str) -> None:
+    def refused(self, kind: str, source: str) -> None:
+        """A rate limit refused ``source``: count it, and watch for abuse."""
         self.telemetry.rate_limited.add(1, {"kind": kind})
         self.abuse.refused(kind, source)
 
@@ -126,8 +125,6 @@ class Service:
         await self.hub.start()
         self._spawn(self._trim_forever())
         if self.settings.demo:
-            from secstream.simulator import Simulator
-
             simulator = Simulator(self.log)
             self.simulator = simulator
             self._spawn(simulator.run_background())

@@ -189,7 +189,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         client_rate=service.settings.client_rate,
         client_burst=service.settings.client_burst,
         replay_limit=service.settings.replay_limit,
-        on_rate_limited=lambda: service._refused("client_frames", principal.sub),
+        on_rate_limited=lambda: service.refused("client_frames", principal.sub),
         on_replayed=lambda n: service.telemetry.replayed.add(n),
     )
     try:
@@ -460,9 +460,6 @@ async def dev_simulate(request: Request) -> Response:
         principal = _authenticate(service, _bearer(request))
     except AuthError as exc:
         return _auth_problem(exc)
-    from secstream.simulator import Simulator
-
-    assert isinstance(service.simulator, Simulator)
     test_id = service.simulator.start(user_id=principal.sub)
     return JSONResponse({"test_id": test_id}, status_code=202)
 

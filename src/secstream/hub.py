@@ -47,8 +47,6 @@ _QUEUED_OVERLOADED = 64
 class Metrics(Protocol):
     def delivery_latency(self, seconds: float) -> None: ...
 
-    def slow_consumer(self) -> None: ...
-
 
 class Hub:
     def __init__(
