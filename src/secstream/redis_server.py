@@ -9,12 +9,14 @@ stopped by the next ``start()`` on the same directory; one whose owner still run
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import importlib.util
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -35,8 +37,13 @@ class RedisServer:
         port: int | None = None,
         appendonly: bool = True,
         unix_socket: bool = False,
+        die_with_parent: bool = False,
     ) -> None:
+        """``die_with_parent``: the kernel stops Redis (SIGTERM, so the AOF is flushed)
+        when the thread that started it ends, even by SIGKILL. Start it from a thread
+        that lives as long as the process, such as the main thread."""
         self.data_dir = Path(data_dir).resolve()
+        self.die_with_parent = die_with_parent
         self.appendonly = appendonly
         self.unix_socket = unix_socket
         self._port = 0 if unix_socket else port
@@ -167,7 +174,12 @@ class RedisServer:
         # drained (stored pending acks); serve stops it last. stop_stale() covers a crash.
         with open(self.logfile, "ab") as log:
             return subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -208,6 +220,16 @@ class RedisServer:
             return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent goes (Linux only)."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
