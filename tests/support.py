@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
 
-from secstream.redis_server import free_port, stop_stale
+from secstream.redis_server import die_with_parent, free_port, stop_stale
 
 __all__ = ["ServeProcess", "free_port"]
 
@@ -86,6 +86,7 @@ class ServeProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # a killed test run leaves no server behind
             )
         self.wait_http("/health/live", timeout=timeout)
         return self

@@ -179,7 +179,7 @@ class RedisServer:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=die_with_parent if self.die_with_parent else None,
             )
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -222,7 +222,7 @@ class RedisServer:
             return "(no log)"
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the parent goes (Linux only)."""
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
