@@ -96,7 +96,6 @@ def test_empty_values_mean_the_default() -> None:
         ("SECSTREAM_TOKEN_EXPIRY_WARNING", "-1"),
         ("SECSTREAM_REDIS_URL", "http://localhost"),
         ("SECSTREAM_KEY_PREFIX", "a b"),
-        ("SECSTREAM_DEMO", "maybe"),
         ("SECSTREAM_JWT_PUBLIC_KEY_FILE", "/no/such/file.pem"),
     ],
 )
@@ -111,8 +110,14 @@ def test_no_jwt_key_without_demo_names_the_setting() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({})
     assert info.value.key == "SECSTREAM_JWT_SECRET"
-    assert Settings.from_env({"SECSTREAM_DEMO": "true"}).demo is True
     assert Settings.from_env({}, demo=True).jwt_secret is None
+
+
+def test_the_demo_is_never_on_by_environment() -> None:
+    """Contract section 1: dev tokens for anyone only with the --demo flag."""
+    with pytest.raises(ConfigError):
+        Settings.from_env({"SECSTREAM_DEMO": "true"})
+    assert Settings.from_env({**SECRET, "SECSTREAM_DEMO": "true"}).demo is False
 
 
 # -- secstream serve ------------------------------------------------------------------------

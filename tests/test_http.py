@@ -116,6 +116,12 @@ async def test_idempotency_key_returns_the_first_id_and_appends_nothing(
                 assert again.status_code == 202
                 assert again.json()["id"] == first.json()["id"]
                 assert await xlen(app) == 1
+                invalid = await http.post(
+                    "/api/v1/events", content=b"not json", headers={"Idempotency-Key": "k-1"}
+                )
+                assert invalid.status_code == 202
+                assert invalid.json()["id"] == first.json()["id"]
+                assert await xlen(app) == 1
                 fresh = await http.post(
                     "/api/v1/events", json=other_body, headers={"Idempotency-Key": "k-2"}
                 )

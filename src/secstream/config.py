@@ -13,6 +13,8 @@ from secstream.errors import ConfigError
 T = TypeVar("T")
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_FLAG_ONLY = frozenset({"demo"})
+"""Set by a flag alone: the demo (dev tokens for anyone) is never on by environment."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,6 +60,8 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
+            if field.name in _FLAG_ONLY:
+                continue
             key = f"SECSTREAM_{field.name.upper()}"
             raw = env.get(key)
             if raw is None or raw == "":
@@ -105,15 +109,6 @@ def _parse(key: str, raw: str, parser: Callable[[str], T]) -> T:
         raise ConfigError(key, f"cannot parse {raw!r}: {exc}") from None
 
 
-def _bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
 def _positive_int(raw: str) -> int:
     return int(raw.strip())
 
@@ -121,7 +116,6 @@ def _positive_int(raw: str) -> int:
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _positive_int,
     "data_dir": Path,
-    "demo": _bool,
     "jwt_public_key_file": Path,
     "static_dir": Path,
     "heartbeat_interval": float,

@@ -266,6 +266,19 @@ async def _publish(request: Request, *, batch: bool) -> Response:
     guard = await _publish_guard(request)
     if isinstance(guard, Response):
         return guard
+    service = _service(request)
+    key = request.headers.get("idempotency-key") or None
+    if key is not None:
+        if len(key) > 256:
+            return _problem(422, "invalid_event", "at most 256 characters", field="Idempotency-Key")
+        # A key seen before answers with the first ids, whatever this body holds; the
+        # append script checks the key again, atomically, for a first-time key.
+        try:
+            seen = await service.log.idempotent_ids(key)
+        except LogUnavailable:
+            return _unavailable(service)
+        if seen is not None:
+            return _accepted(seen, single=not batch)
     body = await request.body()
     try:
         events = _decode_events(body, batch=batch)
@@ -275,7 +288,7 @@ async def _publish(request: Request, *, batch: bool) -> Response:
         return _problem(422, "invalid_event", "the body is not a JSON object", field="body")
     except EventInvalid as exc:
         return _problem(422, "invalid_event", exc.reason, field=exc.field)
-    return await _append(request, events, single=not batch)
+    return await _append(service, events, key, single=not batch)
 
 
 def _decode_events(body: bytes, *, batch: bool) -> list[PublishRequest]:
@@ -292,21 +305,27 @@ def _decode_events(body: bytes, *, batch: bool) -> list[PublishRequest]:
     return events
 
 
-async def _append(request: Request, events: list[PublishRequest], *, single: bool) -> Response:
-    service = _service(request)
-    key = request.headers.get("idempotency-key") or None
-    if key is not None and len(key) > 256:
-        return _problem(422, "invalid_event", "at most 256 characters", field="Idempotency-Key")
+async def _append(
+    service: Service, events: list[PublishRequest], key: str | None, *, single: bool
+) -> Response:
     try:
         with service.telemetry.span("publish", events=len(events)):
             ids = await service.log.append(events, idempotency_key=key)
     except LogUnavailable:
-        service.telemetry.redis_errors.add(1)
-        response = _problem(503, "unavailable", "the event log is unavailable; retry")
-        response.headers["Retry-After"] = "1"
-        return response
+        return _unavailable(service)
     service.telemetry.events_published.add(len(events))
+    return _accepted(ids, single=single)
+
+
+def _accepted(ids: list[str], *, single: bool) -> Response:
     return JSONResponse({"id": ids[0]} if single else {"ids": ids}, status_code=202)
+
+
+def _unavailable(service: Service) -> Response:
+    service.telemetry.redis_errors.add(1)
+    response = _problem(503, "unavailable", "the event log is unavailable; retry")
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 # -- polling -------------------------------------------------------------------------------

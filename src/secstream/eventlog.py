@@ -362,6 +362,12 @@ class RedisEventLog:
         return _text(joined).split(",")
 
     @_guarded
+    async def idempotent_ids(self, idempotency_key: str) -> list[Offset] | None:
+        """The ids first appended under this key in the last 24 h, if any."""
+        raw = await self.redis.get(f"{self.prefix}:idem:{idempotency_key}")
+        return _text(raw).split(",") if raw is not None else None
+
+    @_guarded
     async def trim(self, now: float | None = None) -> int:
         """Apply retention by age; returns how many entries left the log."""
         now = time.time() if now is None else now
