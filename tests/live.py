@@ -18,10 +18,11 @@ from joserfc.jwk import OctKey
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from secstream.app import Service, create_app
+from secstream.app import create_app
 from secstream.auth import Authenticator
 from secstream.config import Settings
 from secstream.protocol import Audience, PublishRequest, parse_offset
+from secstream.service import Service
 
 JWT_SECRET = "secstream-tests-hs256-secret-0123456789"
 SUBPROTOCOL = "secstream.v1"

@@ -11,7 +11,8 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from secstream.eventlog import RedisEventLog, StreamEntry
+from secstream.entries import StreamEntry
+from secstream.eventlog import RedisEventLog
 from secstream.protocol import Audience, PublishRequest, parse_offset
 
 pytestmark = pytest.mark.anyio

@@ -11,8 +11,9 @@ import pytest
 from redis.asyncio import Redis
 
 from secstream import Publisher
+from secstream.entries import StreamEntry
 from secstream.errors import EventInvalid
-from secstream.eventlog import RedisEventLog, StreamEntry
+from secstream.eventlog import RedisEventLog
 
 pytestmark = pytest.mark.anyio
 

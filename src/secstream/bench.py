@@ -364,7 +364,7 @@ def _deflate_ratio(frames: int = 2000) -> tuple[float, float]:
     """Bytes on the wire with permessage-deflate as uvicorn negotiates it (context
     takeover, a 4 KiB window) over bytes without, for the simulator's output, as
     single events and as batches of 20."""
-    from secstream.eventlog import encode
+    from secstream.entries import encode
     from secstream.protocol import PublishRequest
     from secstream.simulator import _port_scan, _web_scan
 

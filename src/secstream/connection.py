@@ -16,8 +16,8 @@ from typing import Protocol
 import msgspec
 
 from secstream.auth import Principal
+from secstream.entries import StreamEntry, now_iso
 from secstream.errors import WS_1000_NORMAL_CLOSURE, WS_4009_SLOW_CONSUMER
-from secstream.eventlog import StreamEntry, now_iso
 from secstream.events import UNDROPPABLE
 from secstream.protocol import parse_offset
 from secstream.types import Offset

@@ -1,64 +1,51 @@
-"""Starlette handlers: the WebSocket route and the HTTP API of contract section 5."""
+"""Starlette handlers of the HTTP API (contract section 5), and helpers the WebSocket
+route shares."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 import msgspec
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.responses import JSONResponse, Response
 
-from secstream.app import Service
 from secstream.auth import Principal
-from secstream.connection import Connection, State
+from secstream.entries import StreamEntry, now_iso, validate
 from secstream.errors import AuthError, EventInvalid, Forbidden, LogUnavailable
-from secstream.eventlog import StreamEntry, now_iso, validate
 from secstream.events import KNOWN_ROLES, expand, is_valid_pattern
 from secstream.limits import retry_after
 from secstream.protocol import (
     BATCH_DECODER,
     PUBLISH_DECODER,
     PublishRequest,
-    Welcome,
-    encode,
     is_offset,
-    parse_offset,
 )
-from secstream.session import Session
+from secstream.service import Service
 
 logger = logging.getLogger(__name__)
 
-SUBPROTOCOL = "secstream.v1"
-BEARER_PREFIX = "bearer."
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 1000
 MAX_POLL_LIMIT = 1000
 MAX_POLL_WAIT = 30.0
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FIELD_AT = re.compile(r"at `\$\.?([^`]*)`")
 _MISSING = re.compile(r"(?:missing required|unknown) field `([^`]*)`")
 
 
-def _service(conn: HTTPConnection) -> Service:
+def service_of(conn: HTTPConnection) -> Service:
     service: Service = conn.app.state.service
     return service
 
 
-def _problem(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
+def problem(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": error, "message": message, **extra}, status_code=status)
 
 
-def _authenticate(service: Service, token: str | None) -> Principal:
+def authenticate(service: Service, token: str | None) -> Principal:
     with service.telemetry.span("auth"):
         try:
             return service.auth.authenticate(token)
@@ -74,8 +61,8 @@ def _bearer(request: Request) -> str | None:
 
 
 def _http_principal(request: Request, *, publish: bool = False) -> Principal:
-    service = _service(request)
-    principal = _authenticate(service, _bearer(request))
+    service = service_of(request)
+    principal = authenticate(service, _bearer(request))
     try:
         if publish:
             service.auth.authorize_publisher(principal)
@@ -87,143 +74,12 @@ def _http_principal(request: Request, *, publish: bool = False) -> Principal:
     return principal
 
 
-def _auth_problem(exc: AuthError) -> JSONResponse:
+def _authproblem(exc: AuthError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    response = _problem(exc.status_code, exc.error_code, str(exc))
+    response = problem(exc.status_code, exc.error_code, str(exc))
     if headers:
         response.headers.update(headers)
     return response
-
-
-# -- WebSocket ---------------------------------------------------------------------------
-
-
-class _Socket:
-    """Starlette's WebSocket as the hub's small Socket protocol."""
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self._ws = websocket
-
-    async def send_text(self, data: str) -> None:
-        await self._ws.send_text(data)
-
-    async def receive(self) -> str | bytes | None:
-        try:
-            message = await self._ws.receive()
-        except (RuntimeError, WebSocketDisconnect):
-            return None
-        if message["type"] == "websocket.disconnect":
-            return None
-        text = message.get("text")
-        return text if text is not None else message.get("bytes") or b""
-
-    async def close(self, code: int, reason: str = "") -> None:
-        await self._ws.close(code, reason)
-
-
-def _ws_token(websocket: WebSocket) -> tuple[str | None, bool]:
-    """The token (subprotocol ``bearer.<jwt>`` or query ``token``), and whether
-    the client offered ``secstream.v1``."""
-    offered = [p.strip() for p in websocket.scope.get("subprotocols", [])]
-    token = next((p[len(BEARER_PREFIX):] for p in offered if p.startswith(BEARER_PREFIX)), None)
-    return token or websocket.query_params.get("token"), SUBPROTOCOL in offered
-
-
-async def _deny(websocket: WebSocket, status: int, error: str, message: str) -> None:
-    response = _problem(status, error, message)
-    if status == 429:
-        response.headers["Retry-After"] = "1"
-    await websocket.send_denial_response(response)
-
-
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    service = _service(websocket)
-    hub = service.hub
-    address = websocket.client.host if websocket.client else "unknown"
-    if await service.handshake_limits.try_acquire(address) is not None:
-        return await _deny(websocket, 429, "rate_limited", "too many connection attempts")
-    if service.draining or not hub.accepting:
-        return await _deny(websocket, 503, "unavailable", "the server is shutting down")
-    if hub.full or hub.overloaded:
-        return await _deny(websocket, 503, "unavailable", "the server is at capacity; retry")
-    client_id = websocket.query_params.get("client_id")
-    if client_id is not None and not _CLIENT_ID.match(client_id):
-        message = "client_id must match [A-Za-z0-9_-]{1,64}"
-        return await _deny(websocket, 400, "bad_request", message)
-    token, offered = _ws_token(websocket)
-    try:
-        principal = _authenticate(service, token)
-        service.auth.authorize_receiver(principal)
-    except Forbidden as exc:
-        service.telemetry.auth_failures.add(1, {"reason": "forbidden"})
-        return await _deny(websocket, 403, exc.error_code, str(exc))
-    except AuthError as exc:
-        return await _deny(websocket, 401, exc.error_code, str(exc))
-
-    resume_from = await _resume_from(service, principal.sub, client_id)
-    await websocket.accept(subprotocol=SUBPROTOCOL if offered else None)
-    conn = Connection(
-        _Socket(websocket),
-        principal,
-        connection_id=f"{service.node_id}-{uuid.uuid4().hex[:12]}",
-        client_id=client_id,
-        max_queue_bytes=service.settings.max_queue_bytes,
-    )
-    conn.send_control(
-        encode(
-            Welcome(
-                connection_id=conn.id,
-                user_id=principal.sub,
-                roles=sorted(principal.roles),
-                heartbeat_interval=float(service.settings.heartbeat_interval),
-                resume_from=resume_from,
-                server_time=now_iso(),
-            )
-        )
-    )
-    hub.add(conn)
-    session = Session(
-        conn,
-        hub,
-        service.auth,
-        client_rate=service.settings.client_rate,
-        client_burst=service.settings.client_burst,
-        replay_limit=service.settings.replay_limit,
-        on_rate_limited=lambda: service.refused("client_frames", principal.sub),
-        on_replayed=lambda n: service.telemetry.replayed.add(n),
-    )
-    try:
-        await session.run()
-    finally:
-        closing = conn.state is State.CLOSING
-        conn.state = State.CLOSED
-        if conn.close_code == 4009:
-            service.telemetry.slow_consumers.add(1)
-        try:
-            if closing:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.flush_control(), 2)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.socket.close(conn.close_code), 5)
-        finally:
-            # Only now: drain() waits for the hub to empty before uvicorn's own
-            # shutdown, which would close what is left with 1012.
-            hub.remove(conn)
-        with contextlib.suppress(LogUnavailable):
-            await hub.flush_acks()
-    return None
-
-
-async def _resume_from(service: Service, sub: str, client_id: str | None) -> str | None:
-    if client_id is None:
-        return None
-    stored: str | None = None
-    with contextlib.suppress(LogUnavailable, TimeoutError):
-        stored = await asyncio.wait_for(service.log.stored_offset(sub, client_id), 2)
-    pending = service.hub.pending_ack(sub, client_id)
-    if pending is not None and (stored is None or parse_offset(pending) > parse_offset(stored)):
-        return pending
-    return stored
 
 
 # -- publishing ---------------------------------------------------------------------------
@@ -243,14 +99,14 @@ async def _publish_guard(request: Request) -> Principal | Response:
     try:
         principal = _http_principal(request, publish=True)
     except AuthError as exc:
-        return _auth_problem(exc)
-    wait = await _service(request).publish_limits.try_acquire(principal.sub)
+        return _authproblem(exc)
+    wait = await service_of(request).publish_limits.try_acquire(principal.sub)
     if wait is not None:
-        response = _problem(429, "rate_limited", "too many publishes; slow down")
+        response = problem(429, "rate_limited", "too many publishes; slow down")
         response.headers["Retry-After"] = retry_after(wait)
         return response
     if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-        return _problem(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+        return problem(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes")
     return principal
 
 
@@ -266,11 +122,11 @@ async def _publish(request: Request, *, batch: bool) -> Response:
     guard = await _publish_guard(request)
     if isinstance(guard, Response):
         return guard
-    service = _service(request)
+    service = service_of(request)
     key = request.headers.get("idempotency-key") or None
     if key is not None:
         if len(key) > 256:
-            return _problem(422, "invalid_event", "at most 256 characters", field="Idempotency-Key")
+            return problem(422, "invalid_event", "at most 256 characters", field="Idempotency-Key")
         # A key seen before answers with the first ids, whatever this body holds; the
         # append script checks the key again, atomically, for a first-time key.
         try:
@@ -283,11 +139,11 @@ async def _publish(request: Request, *, batch: bool) -> Response:
     try:
         events = _decode_events(body, batch=batch)
     except msgspec.ValidationError as exc:
-        return _problem(422, "invalid_event", str(exc), field=_field_of(exc))
+        return problem(422, "invalid_event", str(exc), field=_field_of(exc))
     except msgspec.DecodeError:
-        return _problem(422, "invalid_event", "the body is not a JSON object", field="body")
+        return problem(422, "invalid_event", "the body is not a JSON object", field="body")
     except EventInvalid as exc:
-        return _problem(422, "invalid_event", exc.reason, field=exc.field)
+        return problem(422, "invalid_event", exc.reason, field=exc.field)
     return await _append(service, events, key, single=not batch)
 
 
@@ -323,7 +179,7 @@ def _accepted(ids: list[str], *, single: bool) -> Response:
 
 def _unavailable(service: Service) -> Response:
     service.telemetry.redis_errors.add(1)
-    response = _problem(503, "unavailable", "the event log is unavailable; retry")
+    response = problem(503, "unavailable", "the event log is unavailable; retry")
     response.headers["Retry-After"] = "1"
     return response
 
@@ -332,29 +188,29 @@ def _unavailable(service: Service) -> Response:
 
 
 async def poll(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     try:
         principal = _http_principal(request)
     except AuthError as exc:
-        return _auth_problem(exc)
+        return _authproblem(exc)
     q = request.query_params
     patterns = [p.strip() for p in (q.get("types") or "*").split(",") if p.strip()] or ["*"]
     bad = [p for p in patterns if not is_valid_pattern(p)]
     if bad:
-        return _problem(400, "bad_request", f"unknown event type or pattern {bad[0]!r}")
+        return problem(400, "bad_request", f"unknown event type or pattern {bad[0]!r}")
     refused = [p for p in patterns if "*" not in p and p not in principal.receivable]
     if refused:
-        return _problem(403, "forbidden", f"your roles may not receive {refused[0]!r}")
+        return problem(403, "forbidden", f"your roles may not receive {refused[0]!r}")
     since, test_id = q.get("since"), q.get("test_id") or None
     if since is not None and not is_offset(since):
-        return _problem(400, "bad_request", "since must be an event id or \"0\"")
+        return problem(400, "bad_request", "since must be an event id or \"0\"")
     try:
         limit = int(q.get("limit") or 100)
         wait = float(q.get("wait") or 0)
     except ValueError:
-        return _problem(400, "bad_request", "limit and wait must be numbers")
+        return problem(400, "bad_request", "limit and wait must be numbers")
     if not 0 < limit <= MAX_POLL_LIMIT or not 0 <= wait <= MAX_POLL_WAIT:
-        return _problem(400, "bad_request", "limit is 1 to 1000, wait 0 to 30 seconds")
+        return problem(400, "bad_request", "limit is 1 to 1000, wait 0 to 30 seconds")
     types = expand(patterns, principal.receivable)
 
     def match(entry: StreamEntry) -> bool:
@@ -375,7 +231,7 @@ async def poll(request: Request) -> Response:
             await service.hub.wait_for_events(page.next, min(left, 5.0))
             page = await service.log.read_page(page.next, match, limit=limit, test_id=test_id)
     except LogUnavailable:
-        return _problem(503, "unavailable", "the event log is unavailable; retry")
+        return problem(503, "unavailable", "the event log is unavailable; retry")
     return _page(page.entries, page.next, truncated)
 
 
@@ -396,7 +252,7 @@ async def health_live(request: Request) -> Response:
 
 
 async def health_ready(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     try:
         await asyncio.wait_for(service.log.ping(), 2)
     except (LogUnavailable, TimeoutError):
@@ -405,18 +261,18 @@ async def health_ready(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    body, content_type = _service(request).telemetry.render()
+    body, content_type = service_of(request).telemetry.render()
     return Response(body, headers={"Content-Type": content_type})
 
 
 async def connections(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     try:
-        principal = _authenticate(service, _bearer(request))
+        principal = authenticate(service, _bearer(request))
     except AuthError as exc:
-        return _auth_problem(exc)
+        return _authproblem(exc)
     if "admin" not in principal.roles:
-        return _problem(403, "forbidden", "admin only")
+        return problem(403, "forbidden", "admin only")
     return JSONResponse(
         {
             "node": service.node_id,
@@ -454,61 +310,30 @@ class _DevTokenRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 async def dev_token(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     if not service.settings.demo:
-        return _problem(404, "not_found", "the demo is not running")
+        return problem(404, "not_found", "the demo is not running")
     try:
         body = msgspec.json.decode(await request.body(), type=_DevTokenRequest)
     except msgspec.ValidationError as exc:
-        return _problem(422, "invalid_request", str(exc), field=_field_of(exc))
+        return problem(422, "invalid_request", str(exc), field=_field_of(exc))
     except msgspec.DecodeError:
-        return _problem(422, "invalid_request", "the body is not a JSON object", field="body")
+        return problem(422, "invalid_request", "the body is not a JSON object", field="body")
     unknown = [r for r in body.roles if r not in KNOWN_ROLES]
     if not body.sub or unknown or not 0 < body.expires_in <= 7 * 86400:
         field = "sub" if not body.sub else "roles" if unknown else "expires_in"
-        return _problem(422, "invalid_request", f"invalid {field}", field=field)
+        return problem(422, "invalid_request", f"invalid {field}", field=field)
     token, expires_at = service.auth.mint(body.sub, body.roles, body.groups, body.expires_in)
     return JSONResponse({"token": token, "expires_at": expires_at})
 
 
 async def dev_simulate(request: Request) -> Response:
-    service = _service(request)
+    service = service_of(request)
     if not service.settings.demo or service.simulator is None:
-        return _problem(404, "not_found", "the demo is not running")
+        return problem(404, "not_found", "the demo is not running")
     try:
-        principal = _authenticate(service, _bearer(request))
+        principal = authenticate(service, _bearer(request))
     except AuthError as exc:
-        return _auth_problem(exc)
+        return _authproblem(exc)
     test_id = service.simulator.start(user_id=principal.sub)
     return JSONResponse({"test_id": test_id}, status_code=202)
-
-
-_NOT_BUILT = """<!doctype html><meta charset="utf-8"><title>secstream</title>
-<body style="font-family:system-ui;max-width:40em;margin:4em auto">
-<h1>secstream is running</h1><p>The front end has not been built. Run
-<code>scripts/demo</code> (or <code>npm ci &amp;&amp; npm run build</code> in
-<code>frontend/</code>) and reload.</p>"""
-
-
-async def not_built(request: Request) -> Response:
-    return HTMLResponse(_NOT_BUILT)
-
-
-def routes(web_dir: Path) -> list[BaseRoute]:
-    api: list[BaseRoute] = [
-        WebSocketRoute("/ws", websocket_endpoint),
-        Route("/api/v1/events", publish, methods=["POST"]),
-        Route("/api/v1/events", poll, methods=["GET"]),
-        Route("/api/v1/events/batch", publish_batch, methods=["POST"]),
-        Route("/api/v1/connections", connections, methods=["GET"]),
-        Route("/api/v1/dev/token", dev_token, methods=["POST"]),
-        Route("/api/v1/dev/simulate", dev_simulate, methods=["POST"]),
-        Route("/health/live", health_live, methods=["GET"]),
-        Route("/health/ready", health_ready, methods=["GET"]),
-        Route("/metrics", metrics, methods=["GET"]),
-    ]
-    if (web_dir / "index.html").is_file():
-        api.append(Mount("/", StaticFiles(directory=web_dir, html=True)))
-    else:
-        api.append(Route("/", not_built, methods=["GET"]))
-    return api

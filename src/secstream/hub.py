@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 
 from secstream.auth import Principal
 from secstream.connection import Connection, Subscription, newest
+from secstream.entries import START, StreamEntry
 from secstream.errors import (
     WS_1001_GOING_AWAY,
     WS_4001_TOKEN_EXPIRED,
@@ -24,7 +25,7 @@ from secstream.errors import (
     WS_4009_SLOW_CONSUMER,
     LogUnavailable,
 )
-from secstream.eventlog import START, RedisEventLog, StreamEntry
+from secstream.eventlog import RedisEventLog
 from secstream.events import expand
 from secstream.protocol import PingFrame, TokenExpiring, encode, parse_offset
 from secstream.types import Offset

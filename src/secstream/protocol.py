@@ -2,7 +2,7 @@
 
 Client frames decode through one msgspec decoder built once. Server frames are
 structs encoded with ENCODER; events are not: each is encoded once when it is
-appended and travels as ready-made JSON text (see ``eventlog.StreamEntry``).
+appended and travels as ready-made JSON text (see ``entries.StreamEntry``).
 """
 
 from __future__ import annotations

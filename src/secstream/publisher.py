@@ -9,7 +9,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from secstream.eventlog import RedisEventLog, validate
+from secstream.entries import validate
+from secstream.eventlog import RedisEventLog
 from secstream.events import Priority
 from secstream.protocol import Audience, PublishRequest
 from secstream.types import Offset

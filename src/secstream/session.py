@@ -20,12 +20,12 @@ from aiolimiter import AsyncLimiter
 
 from secstream.auth import Authenticator
 from secstream.connection import Connection, State, Subscription
+from secstream.entries import START, StreamEntry
 from secstream.errors import (
     WS_4008_RATE_LIMITED,
     AuthError,
     LogUnavailable,
 )
-from secstream.eventlog import START, StreamEntry
 from secstream.events import expand, is_valid_pattern
 from secstream.hub import Hub
 from secstream.protocol import (

@@ -1,0 +1,157 @@
+"""Service: what one process shares: the log, the hub, auth, limits, telemetry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from secstream.auth import Authenticator
+from secstream.config import Settings
+from secstream.errors import WS_1001_GOING_AWAY, LogUnavailable
+from secstream.eventlog import RedisEventLog
+from secstream.hub import Hub
+from secstream.limits import AbuseWatch, KeyedLimiter
+from secstream.protocol import Audience, PublishRequest
+from secstream.simulator import Simulator
+from secstream.telemetry import Telemetry
+
+logger = logging.getLogger(__name__)
+
+class _HubMetrics:
+    def __init__(self, telemetry: Telemetry) -> None:
+        self._telemetry = telemetry
+
+    def delivery_latency(self, seconds: float) -> None:
+        self._telemetry.delivery_latency.record(seconds)
+
+
+class Service:
+    """Everything one process shares: the log, the hub, auth, limits, telemetry."""
+
+    def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
+        self.settings = settings
+        self.node_id = uuid.uuid4().hex[:8]
+        self.redis = redis or Redis.from_url(
+            settings.redis_url or "redis://127.0.0.1:6379/0",
+            socket_timeout=10,
+            socket_connect_timeout=2,
+            retry_on_timeout=False,
+            # A pooled connection that went stale while Redis restarted fails once: retry it
+            # on a fresh one, or the first requests after an outage get 503.
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
+        )
+        self._owns_redis = redis is None
+        self.log = RedisEventLog(
+            self.redis,
+            prefix=settings.key_prefix,
+            maxlen=settings.retention_maxlen,
+            retention_seconds=settings.retention_seconds,
+            critical_retention_seconds=settings.critical_retention_seconds,
+        )
+        self.telemetry = Telemetry(
+            connections_active=lambda: len(self.hub.connections),
+            messages_delivered=lambda: self.hub.delivered,
+        )
+        self.hub = Hub(
+            self.log,
+            heartbeat_interval=settings.heartbeat_interval,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            token_expiry_warning=settings.token_expiry_warning,
+            max_connections=settings.max_connections,
+            max_queue_bytes=settings.max_queue_bytes,
+            metrics=_HubMetrics(self.telemetry),
+        )
+        self.auth = Authenticator.from_settings(settings)
+        self.abuse = AbuseWatch(self._alert_admins)
+        self.publish_limits = KeyedLimiter(
+            "publish", settings.publish_rate, settings.publish_burst, on_refused=self.refused
+        )
+        self.handshake_limits = KeyedLimiter(
+            "handshake",
+            settings.handshake_rate,
+            max(1, int(settings.handshake_rate * 2)),
+            on_refused=self.refused,
+        )
+        self.draining = False
+        self.simulator: Simulator | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def refused(self, kind: str, source: str) -> None:
+        """A rate limit refused ``source``: count it, and watch for abuse."""
+        self.telemetry.rate_limited.add(1, {"kind": kind})
+        self.abuse.refused(kind, source)
+
+    def _alert_admins(self, kind: str, source: str, count: int) -> None:
+        alert = PublishRequest(
+            event_type="system.alert",
+            data={
+                "title": "A client keeps being rate limited",
+                "message": f"{source} was refused {count} times in a minute ({kind})",
+                "kind": kind,
+                "source": source,
+            },
+            priority="high",
+            audience=Audience(roles=["admin"]),
+        )
+        self._spawn(self._publish_quietly(alert))
+
+    async def _publish_quietly(self, event: PublishRequest) -> None:
+        with contextlib.suppress(LogUnavailable):
+            await self.log.append([event])
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
+
+    async def start(self) -> None:
+        await self.hub.start()
+        self._spawn(self._trim_forever())
+        if self.settings.demo:
+            simulator = Simulator(self.log)
+            self.simulator = simulator
+            self._spawn(simulator.run_background())
+
+    async def drain(self) -> None:
+        """Stop accepting, close every socket with 1001, store pending acks."""
+        self.draining = True
+        self.hub.close_all(WS_1001_GOING_AWAY)
+        for _ in range(50):
+            if not self.hub.connections:
+                break
+            await asyncio.sleep(0.05)
+        with contextlib.suppress(LogUnavailable):
+            await self.hub.flush_acks()
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.hub.stop()
+        self.telemetry.shutdown()
+        if self._owns_redis:
+            await self.redis.aclose()
+
+    async def _trim_forever(self) -> None:
+        while True:
+            try:
+                removed = await self.log.trim()
+                if removed:
+                    logger.info("retention trimmed the log", extra={"removed": removed})
+            except LogUnavailable:
+                logger.warning("retention trim skipped: event log unavailable")
+            except Exception:
+                logger.exception("retention trim failed")
+            await asyncio.sleep(self.settings.trim_interval)

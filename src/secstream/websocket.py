@@ -1,0 +1,151 @@
+"""``GET /ws``: the handshake (refused with an HTTP status before accept), then
+one ``Session`` per socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import uuid
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from secstream.connection import Connection, State
+from secstream.endpoints import authenticate, problem, service_of
+from secstream.entries import now_iso
+from secstream.errors import WS_4009_SLOW_CONSUMER, AuthError, Forbidden, LogUnavailable
+from secstream.protocol import Welcome, encode, parse_offset
+from secstream.service import Service
+from secstream.session import Session
+
+SUBPROTOCOL = "secstream.v1"
+BEARER_PREFIX = "bearer."
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class _Socket:
+    """Starlette's WebSocket as the hub's small Socket protocol."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self._ws = websocket
+
+    async def send_text(self, data: str) -> None:
+        await self._ws.send_text(data)
+
+    async def receive(self) -> str | bytes | None:
+        try:
+            message = await self._ws.receive()
+        except (RuntimeError, WebSocketDisconnect):
+            return None
+        if message["type"] == "websocket.disconnect":
+            return None
+        text = message.get("text")
+        return text if text is not None else message.get("bytes") or b""
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self._ws.close(code, reason)
+
+
+def _ws_token(websocket: WebSocket) -> tuple[str | None, bool]:
+    """The token (subprotocol ``bearer.<jwt>`` or query ``token``), and whether
+    the client offered ``secstream.v1``."""
+    offered = [p.strip() for p in websocket.scope.get("subprotocols", [])]
+    token = next((p[len(BEARER_PREFIX):] for p in offered if p.startswith(BEARER_PREFIX)), None)
+    return token or websocket.query_params.get("token"), SUBPROTOCOL in offered
+
+
+async def _deny(websocket: WebSocket, status: int, error: str, message: str) -> None:
+    response = problem(status, error, message)
+    if status == 429:
+        response.headers["Retry-After"] = "1"
+    await websocket.send_denial_response(response)
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    service = service_of(websocket)
+    hub = service.hub
+    address = websocket.client.host if websocket.client else "unknown"
+    if await service.handshake_limits.try_acquire(address) is not None:
+        return await _deny(websocket, 429, "rate_limited", "too many connection attempts")
+    if service.draining or not hub.accepting:
+        return await _deny(websocket, 503, "unavailable", "the server is shutting down")
+    if hub.full or hub.overloaded:
+        return await _deny(websocket, 503, "unavailable", "the server is at capacity; retry")
+    client_id = websocket.query_params.get("client_id")
+    if client_id is not None and not _CLIENT_ID.match(client_id):
+        message = "client_id must match [A-Za-z0-9_-]{1,64}"
+        return await _deny(websocket, 400, "bad_request", message)
+    token, offered = _ws_token(websocket)
+    try:
+        principal = authenticate(service, token)
+        service.auth.authorize_receiver(principal)
+    except Forbidden as exc:
+        service.telemetry.auth_failures.add(1, {"reason": "forbidden"})
+        return await _deny(websocket, 403, exc.error_code, str(exc))
+    except AuthError as exc:
+        return await _deny(websocket, 401, exc.error_code, str(exc))
+
+    resume_from = await _resume_from(service, principal.sub, client_id)
+    await websocket.accept(subprotocol=SUBPROTOCOL if offered else None)
+    conn = Connection(
+        _Socket(websocket),
+        principal,
+        connection_id=f"{service.node_id}-{uuid.uuid4().hex[:12]}",
+        client_id=client_id,
+        max_queue_bytes=service.settings.max_queue_bytes,
+    )
+    conn.send_control(
+        encode(
+            Welcome(
+                connection_id=conn.id,
+                user_id=principal.sub,
+                roles=sorted(principal.roles),
+                heartbeat_interval=float(service.settings.heartbeat_interval),
+                resume_from=resume_from,
+                server_time=now_iso(),
+            )
+        )
+    )
+    hub.add(conn)
+    session = Session(
+        conn,
+        hub,
+        service.auth,
+        client_rate=service.settings.client_rate,
+        client_burst=service.settings.client_burst,
+        replay_limit=service.settings.replay_limit,
+        on_rate_limited=lambda: service.refused("client_frames", principal.sub),
+        on_replayed=lambda n: service.telemetry.replayed.add(n),
+    )
+    try:
+        await session.run()
+    finally:
+        closing = conn.state is State.CLOSING
+        conn.state = State.CLOSED
+        if conn.close_code == WS_4009_SLOW_CONSUMER:
+            service.telemetry.slow_consumers.add(1)
+        try:
+            if closing:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.flush_control(), 2)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.socket.close(conn.close_code), 5)
+        finally:
+            # Only now: drain() waits for the hub to empty before uvicorn's own
+            # shutdown, which would close what is left with 1012.
+            hub.remove(conn)
+        with contextlib.suppress(LogUnavailable):
+            await hub.flush_acks()
+    return None
+
+
+async def _resume_from(service: Service, sub: str, client_id: str | None) -> str | None:
+    if client_id is None:
+        return None
+    stored: str | None = None
+    with contextlib.suppress(LogUnavailable, TimeoutError):
+        stored = await asyncio.wait_for(service.log.stored_offset(sub, client_id), 2)
+    pending = service.hub.pending_ack(sub, client_id)
+    if pending is not None and (stored is None or parse_offset(pending) > parse_offset(stored)):
+        return pending
+    return stored
