@@ -21,6 +21,7 @@ from streamclient import (
     post_event,
     post_events,
     status,
+    token,
 )
 from support import ServeProcess
 
@@ -108,6 +109,28 @@ async def test_sigterm_drains_closes_1001_flushes_acks_and_exits_0(
         assert again.ids == ids[2:]
     finally:
         await again.aclose()
+
+
+async def test_sigterm_answers_long_polls_at_once_and_exits_0(
+    serve: Serve, redis_url: str
+) -> None:
+    """A draining node answers an open long-poll (an empty page and ``next``, so the
+    client polls again elsewhere) instead of leaving it to be cut off."""
+    node = serve(redis_url, env=ENV)
+    headers = {"Authorization": f"Bearer {token('poller', ['viewer'])}"}
+    async with httpx.AsyncClient(base_url=node.base_url, headers=headers, timeout=40) as http:
+        end = (await http.get("/api/v1/events")).json()["next"]
+        poll = asyncio.create_task(http.get("/api/v1/events", params={"since": end, "wait": 30}))
+        await asyncio.sleep(0.5)
+        assert not poll.done()
+        started = time.monotonic()
+        code = await asyncio.get_running_loop().run_in_executor(None, node.terminate, 10)
+        response = await poll
+        elapsed = time.monotonic() - started
+    assert code == 0, node.log_tail()
+    assert response.status_code == 200, response.text
+    assert response.json() == {"events": [], "next": end, "truncated": False}
+    assert elapsed < 5, f"{elapsed:.1f} s to answer the long-poll and exit"
 
 
 async def test_service_and_redis_restart_lose_nothing_for_a_durable_client(

@@ -227,7 +227,11 @@ async def poll(request: Request) -> Response:
         page = await service.log.read_page(since, match, limit=limit, test_id=test_id)
         truncated = page.truncated
         deadline = time.monotonic() + wait
-        while not page.entries and (left := deadline - time.monotonic()) > 0:
+        while (
+            not page.entries
+            and service.hub.accepting
+            and (left := deadline - time.monotonic()) > 0
+        ):
             await service.hub.wait_for_events(page.next, min(left, 5.0))
             page = await service.log.read_page(page.next, match, limit=limit, test_id=test_id)
     except LogUnavailable:

@@ -113,9 +113,11 @@ class Hub:
             await self.flush_acks()
 
     def close_all(self, code: int = WS_1001_GOING_AWAY) -> None:
+        """Refuse new connections, close every socket, and answer long-polls now."""
         self.accepting = False
         for conn in list(self.connections.values()):
             conn.close(code)
+        self._notify()
 
     @property
     def full(self) -> bool:
@@ -271,8 +273,8 @@ class Hub:
         return admitted & targets
 
     async def wait_for_events(self, after: Offset, seconds: float) -> None:
-        """Return once the tail has passed ``after``, or after ``seconds``."""
-        if parse_offset(self.last_id) > parse_offset(after):
+        """Return once the tail has passed ``after``, after ``seconds``, or at shutdown."""
+        if not self.accepting or parse_offset(self.last_id) > parse_offset(after):
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._new_events.wait(), seconds)
