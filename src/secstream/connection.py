@@ -26,6 +26,8 @@ SLOW_GRACE_SECONDS = 2.0
 """How long a queue may stay over the limit (after coalescing) before close 4009."""
 HARD_CAP_FACTOR = 4
 """Past this many times the limit, close 4009 at once: memory comes first."""
+LOAD_LINGER_SECONDS = 0.05
+"""Under load, how long a woken sender waits for more events to batch."""
 MAX_BATCH_EVENTS = 500
 MAX_BATCH_BYTES = 256 * 1024
 _PAST_SUBSCRIPTIONS = 32
@@ -135,8 +137,9 @@ class Connection:
         self.awaiting_pong_since: float | None = None
         self.warned_for_exp: float | None = None
         """The ``exp`` a ``token.expiring`` was sent for: one warning per token expiry."""
-        self.coalesce_all = False
-        """Set by the hub under load: coalesce queued progress before each send."""
+        self.under_load = False
+        """Set by the hub while the process is overloaded: wait LOAD_LINGER_SECONDS
+        after waking so more events share a frame, and coalesce progress before sends."""
         self._outbox: deque[_Out] = deque()
         self._wakeup = asyncio.Event()
         self.closed = asyncio.Event()
@@ -276,9 +279,11 @@ class Connection:
     async def run_sender(self) -> None:
         while self.state is State.OPEN:
             await self._wakeup.wait()
+            if self.under_load:
+                await asyncio.sleep(LOAD_LINGER_SECONDS)  # wider batches, fewer frames
             self._wakeup.clear()
             while self._outbox and self.state is State.OPEN:
-                if self.coalesce_all:
+                if self.under_load:
                     self.coalesce()
                 text, events = self._take()
                 await self.socket.send_text(text)

@@ -364,7 +364,7 @@ class Hub:
             logger.info("load back to normal")
             self.overloaded = False
         for conn in self.connections.values():
-            conn.coalesce_all = self.overloaded
+            conn.under_load = self.overloaded
 
 
 def _add(index: dict[K, set[Connection]], key: K, conn: Connection) -> None:
