@@ -104,6 +104,7 @@ describe('EventClient over a real ws server', () => {
     await until(() => got.length === 1);
     await new Promise((r) => setTimeout(r, 30));
     expect(got.map((e) => e.id)).toEqual(['2-0']);
+    await until(() => framesOf(server!, 'subscribe').length === 1);
     expect(framesOf(server, 'subscribe')[0]).toMatchObject({ test_id: 'b' });
   });
 
@@ -134,6 +135,8 @@ describe('EventClient over a real ws server', () => {
     expect(ids).toEqual(['5-0', '6-1', '7-0']);
     expect(states).toContain('reconnecting');
     expect(c.state).toBe('connected');
+    // The server pushes events on connect, so the client's re-subscribe may land after them.
+    await until(() => framesOf(server!, 'subscribe').length === 2, 2000, 'the re-subscribe');
     const subs = framesOf(server, 'subscribe');
     expect(subs).toHaveLength(2);
     expect(subs[1]).toMatchObject({ since: '6-1', event_types: ['test.*'] });
