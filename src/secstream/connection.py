@@ -151,12 +151,6 @@ class Connection:
         self._next_sub += 1
         return f"s{self._next_sub}"
 
-    def wants(self, entry: StreamEntry) -> bool:
-        keys = self.keys
-        return (entry.event_type, None) in keys or (
-            entry.test_id is not None and (entry.event_type, entry.test_id) in keys
-        )
-
     def already_delivered(self, entry: StreamEntry, excluding: Subscription) -> bool:
         for sub in (*self.subscriptions.values(), *self.past_subscriptions):
             if sub is not excluding and sub.delivered(entry):

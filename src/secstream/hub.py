@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
 from typing import Protocol, TypeVar
 
 from secstream.auth import Principal
@@ -210,15 +209,9 @@ class Hub:
 
     # -- delivery ----------------------------------------------------------------------
 
-    def dispatch(self, entries: Iterable[StreamEntry]) -> None:
-        now = time.time()
-        for entry in entries:
-            self._dispatch_one(entry, now)
-        self._notify()
-
-    async def dispatch_yielding(self, entries: list[StreamEntry]) -> None:
-        """``dispatch``, giving the event loop a turn every ``_SLICE_SECONDS``, so one
-        large read fanned out to many sockets never stalls heartbeats and I/O."""
+    async def dispatch(self, entries: list[StreamEntry]) -> None:
+        """Fan entries out in id order, giving the event loop a turn every
+        ``_SLICE_SECONDS``, so one large read to many sockets never stalls heartbeats and I/O."""
         now = time.time()
         slice_started = time.monotonic()
         work = 0
@@ -302,7 +295,7 @@ class Hub:
             self.healthy = True
             backoff = 0.05
             if entries:
-                await self.dispatch_yielding(entries)
+                await self.dispatch(entries)
 
     # -- timers and load ---------------------------------------------------------------
 
