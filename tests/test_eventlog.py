@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import AsyncIterator
@@ -11,11 +12,23 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
+from secstream import replay
 from secstream.entries import StreamEntry
 from secstream.eventlog import RedisEventLog
 from secstream.protocol import Audience, PublishRequest, parse_offset
 
 pytestmark = pytest.mark.anyio
+
+
+@dataclasses.dataclass
+class _Replay:
+    entries: list[StreamEntry]
+    truncated: bool
+
+
+async def _replay(log: RedisEventLog, since: str, upto: str, match: Any, **kw: Any) -> _Replay:
+    """A whole replay (a connection reads it page by page)."""
+    return _Replay(*await replay.collect(log, since, upto, match, **kw))
 
 
 def everything(entry: StreamEntry) -> bool:
@@ -84,13 +97,13 @@ async def test_append_gives_increasing_ids_and_ready_frames(log: RedisEventLog) 
 async def test_replay_is_the_range_after_since_up_to_upto(log: RedisEventLog) -> None:
     with anyio.fail_after(10):
         ids = await append_n(log, 5)
-        replay = await log.replay(ids[0], ids[3], everything, limit=100)
+        replay = await _replay(log, ids[0], ids[3], everything, limit=100)
         assert [e.id for e in replay.entries] == ids[1:4] and not replay.truncated
-        replay = await log.replay("0", ids[4], everything, limit=100)
+        replay = await _replay(log, "0", ids[4], everything, limit=100)
         assert [e.id for e in replay.entries] == ids and not replay.truncated
-        replay = await log.replay(ids[4], ids[4], everything, limit=100)
+        replay = await _replay(log, ids[4], ids[4], everything, limit=100)
         assert replay.entries == [] and not replay.truncated
-        odd = await log.replay("0", ids[4], lambda e: json.loads(e.frame)["data"]["n"] % 2 == 1,
+        odd = await _replay(log, "0", ids[4], lambda e: json.loads(e.frame)["data"]["n"] % 2 == 1,
                                limit=100)
         assert [e.id for e in odd.entries] == [ids[1], ids[3]]
 
@@ -101,10 +114,10 @@ async def test_replay_over_the_limit_keeps_newest_and_critical(log: RedisEventLo
         normal = await append_n(log, 4)
         (c2,) = await log.append([event("system.alert", priority="critical")])
         last = await append_n(log, 1)
-        replay = await log.replay("0", last[0], everything, limit=4)
+        replay = await _replay(log, "0", last[0], everything, limit=4)
         assert [e.id for e in replay.entries] == [c1, normal[3], c2, last[0]]
         assert replay.truncated
-        only_critical = await log.replay("0", last[0], everything, limit=1)
+        only_critical = await _replay(log, "0", last[0], everything, limit=1)
         assert [e.id for e in only_critical.entries] == [c2] and only_critical.truncated
 
 
@@ -114,7 +127,7 @@ async def test_replay_by_test_id(log: RedisEventLog) -> None:
         await log.append([event("test.started", data={"test_id": "b"})])
         a2 = await log.append([event("test.progress", data={"test_id": "a", "progress": 5})])
         upto = await log.last_id()
-        replay = await log.replay("0", upto, everything, limit=10, test_id="a")
+        replay = await _replay(log, "0", upto, everything, limit=10, test_id="a")
         assert [e.id for e in replay.entries] == a + a2
 
 
@@ -138,7 +151,7 @@ async def test_expired_events_are_skipped(log: RedisEventLog) -> None:
         later = time.time() + 120
         page = await log.read_page("0", everything, limit=10, now=later)
         assert [e.id for e in page.entries] == [long_, forever]
-        replay = await log.replay("0", forever, everything, limit=10, now=later)
+        replay = await _replay(log, "0", forever, everything, limit=10, now=later)
         assert [e.id for e in replay.entries] == [long_, forever]
         now_page = await log.read_page("0", everything, limit=10)
         assert [e.id for e in now_page.entries] == [short, long_, forever]
@@ -191,10 +204,10 @@ async def test_maxlen_trims_and_replay_reports_truncated(redis: Redis, key_prefi
         retained = await log.read_page("0", everything, limit=1000)
         assert retained.truncated
         assert retained.entries[-1].id == ids[-1]
-        replay = await log.replay(ids[0], ids[-1], everything, limit=1000)
+        replay = await _replay(log, ids[0], ids[-1], everything, limit=1000)
         assert replay.truncated
         assert [e.id for e in replay.entries] == [e.id for e in retained.entries]
-        recent = await log.replay(ids[-3], ids[-1], everything, limit=1000)
+        recent = await _replay(log, ids[-3], ids[-1], everything, limit=1000)
         assert [e.id for e in recent.entries] == ids[-2:] and not recent.truncated
 
 
@@ -209,13 +222,13 @@ async def test_age_trim_keeps_critical_events_longer(redis: Redis, key_prefix: s
         removed = await log.trim(now=time.time() + 120)
         assert removed == 2
         assert await redis.xlen(log.log_key) == 0
-        replay = await log.replay("0", upto, everything, limit=100)
+        replay = await _replay(log, "0", upto, everything, limit=100)
         assert [e.id for e in replay.entries] == [old_critical]
         assert replay.truncated
-        assert (await log.replay(old_normal, upto, everything, limit=100)).truncated
+        assert (await _replay(log, old_normal, upto, everything, limit=100)).truncated
         # past the critical retention too, the critical event goes
         await log.trim(now=time.time() + 7200)
-        replay = await log.replay("0", upto, everything, limit=100)
+        replay = await _replay(log, "0", upto, everything, limit=100)
         assert replay.entries == [] and replay.truncated
 
 
@@ -223,7 +236,7 @@ async def test_nothing_trimmed_means_not_truncated(log: RedisEventLog) -> None:
     with anyio.fail_after(10):
         ids = await append_n(log, 3)
         assert await log.trim() == 0
-        replay = await log.replay("0", ids[-1], everything, limit=100)
+        replay = await _replay(log, "0", ids[-1], everything, limit=100)
         assert len(replay.entries) == 3 and not replay.truncated
 
 
@@ -235,13 +248,13 @@ async def test_a_lost_log_is_detected_by_its_epoch(redis_url: str) -> None:
             await next_millisecond(redis, before[-1])
             await redis.flushall()
             after = await log.append([event()])
-            replay = await log.replay(before[0], after[0], everything, limit=100)
+            replay = await _replay(log, before[0], after[0], everything, limit=100)
             assert [e.id for e in replay.entries] == after
             assert replay.truncated
             page = await log.read_page(before[1], everything, limit=100)
             assert [e.id for e in page.entries] == after and page.truncated
             # a client that resumes from within this incarnation loses nothing
-            fresh = await log.replay(after[0], after[0], everything, limit=100)
+            fresh = await _replay(log, after[0], after[0], everything, limit=100)
             assert not fresh.truncated
             assert not (await log.read_page("0", everything, limit=100)).truncated
 

@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from secstream import replay
 from secstream.eventlog import RedisEventLog
 from secstream.protocol import PublishRequest
 
@@ -71,14 +72,14 @@ async def test_the_log_works_the_same_on_redis_6_and_7(log7: RedisEventLog) -> N
     assert await log7.append([_progress(1)], idempotency_key="k") == again
 
     upto = await log7.last_id()
-    replay = await log7.replay(ids[10], upto, lambda e: True, limit=50)
-    assert replay.truncated
-    assert [e.id for e in replay.entries if e.priority == "critical"] == ids[100::100]
-    assert len(replay.entries) == 50
+    entries, truncated = await replay.collect(log7, ids[10], upto, lambda e: True, limit=50)
+    assert truncated
+    assert [e.id for e in entries if e.priority == "critical"] == ids[100::100]
+    assert len(entries) == 50
 
-    tail = await log7.replay(ids[480], upto, lambda e: True, limit=50)
-    assert not tail.truncated
-    assert [e.id for e in tail.entries] == [*ids[481:], *again]
+    tail, truncated = await replay.collect(log7, ids[480], upto, lambda e: True, limit=50)
+    assert not truncated
+    assert [e.id for e in tail] == [*ids[481:], *again]
 
     page = await log7.read_page(ids[495], lambda e: True, limit=3)
     assert [e.id for e in page.entries] == ids[496:499] and page.next == ids[498]
@@ -91,6 +92,6 @@ async def test_the_log_works_the_same_on_redis_6_and_7(log7: RedisEventLog) -> N
 
     assert await log7.trim(time.time() + 2 * 86400) == 301
     assert await log7.redis.xlen(log7.critical_key) == 5  # kept for 7 days
-    after_trim = await log7.replay(ids[10], upto, lambda e: True, limit=50)
-    assert after_trim.truncated
-    assert [e.id for e in after_trim.entries] == ids[100::100]
+    after_trim, truncated = await replay.collect(log7, ids[10], upto, lambda e: True, limit=50)
+    assert truncated
+    assert [e.id for e in after_trim] == ids[100::100]

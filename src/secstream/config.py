@@ -40,6 +40,7 @@ class Settings:
     replay_limit: int = 10_000
     trim_interval: float = 60.0
     max_queue_bytes: int = 1_048_576
+    stall_timeout: float = 30.0
     publish_rate: float = 1000.0
     publish_burst: int = 2000
     critical_retention_seconds: int = 604_800
@@ -88,7 +89,7 @@ class Settings:
         positive = (
             "heartbeat_interval", "heartbeat_timeout", "client_rate", "client_burst",
             "retention_seconds", "retention_maxlen", "replay_limit", "trim_interval",
-            "max_queue_bytes", "publish_rate", "publish_burst",
+            "max_queue_bytes", "stall_timeout", "publish_rate", "publish_burst",
             "critical_retention_seconds", "max_connections", "handshake_rate",
         )
         for name in positive:
@@ -128,6 +129,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "replay_limit": _positive_int,
     "trim_interval": float,
     "max_queue_bytes": _positive_int,
+    "stall_timeout": float,
     "publish_rate": float,
     "publish_burst": _positive_int,
     "critical_retention_seconds": _positive_int,

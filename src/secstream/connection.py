@@ -1,7 +1,16 @@
 """One client connection: its state, subscriptions and bounded outbound queue.
 
+A connection is ``LIVE`` (the hub queues each matching event for it) or
+``READING`` (the hub leaves it alone and a ``LogReader`` reads the log for it
+from ``position``, at the pace its socket takes bytes). It reads while a
+subscription's replay runs and after it fell more than ``max_queue_bytes``
+behind; it returns to live once its position reaches the hub's. Either way
+the queue holds at most about ``max_queue_bytes``, and nothing is dropped.
+
 Nothing here touches Starlette or Redis: the socket is the small ``Socket``
-protocol, and the hub hands in events already encoded.
+protocol, and events arrive already encoded. Other modules change a
+connection's state only through its methods; an illegal move raises
+``RuntimeError``.
 """
 
 from __future__ import annotations
@@ -11,21 +20,15 @@ import dataclasses
 import enum
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
-import msgspec
-
 from secstream.auth import Principal
-from secstream.entries import StreamEntry, now_iso
+from secstream.entries import StreamEntry
 from secstream.errors import WS_1000_NORMAL_CLOSURE, WS_4009_SLOW_CONSUMER
-from secstream.events import UNDROPPABLE
-from secstream.protocol import parse_offset
+from secstream.protocol import ConnectionInfo, Ref, TokenExpiring, encode, parse_offset
 from secstream.types import Offset
 
-SLOW_GRACE_SECONDS = 2.0
-"""How long a queue may stay over the limit (after coalescing) before close 4009."""
-HARD_CAP_FACTOR = 4
-"""Past this many times the limit, close 4009 at once: memory comes first."""
 LOAD_LINGER_SECONDS = 0.05
 """Under load, how long a woken sender waits for more events to batch."""
 MAX_BATCH_EVENTS = 500
@@ -48,6 +51,25 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
+class Mode(enum.Enum):
+    LIVE = "live"
+    READING = "catching_up"
+
+
+class Load(Protocol):
+    @property
+    def overloaded(self) -> bool: ...
+
+
+class Counters:
+    """Process-wide totals the connections add to (read by metrics)."""
+
+    __slots__ = ("delivered",)
+
+    def __init__(self) -> None:
+        self.delivered = 0
+
+
 Key = tuple[int, int]
 _NEVER: Key = (2**63, 0)
 
@@ -61,6 +83,8 @@ class Subscription:
     covers_from: Key
     """Events after this id that match have been (or are being) delivered through it."""
     covers_until: Key = _NEVER
+    latest: bool = False
+    """``latest: true``: a waiting ``test.progress`` may be replaced by a newer one."""
 
     def matches(self, entry: StreamEntry) -> bool:
         return entry.event_type in self.types and (
@@ -76,31 +100,24 @@ class Subscription:
 
 
 @dataclasses.dataclass(slots=True)
+class ReplayJob:
+    """A subscription's replay: matching events in (since, upto], then ``replayed``."""
+
+    sub: Subscription
+    since: Offset | None
+    """None: from the client_id's stored offset, if any."""
+    upto: Offset | None
+    """None until the hub knows where the log ends."""
+    ref: Ref | None
+
+
+@dataclasses.dataclass(slots=True)
 class _Out:
     text: str
     entry: StreamEntry | None
-    """None for a control frame (reply, ping): never coalesced or batched."""
-    coalesced: int = 0
-    """For a connection.info notice: how many progress events it stands for."""
-
-
-class _InfoData(msgspec.Struct):
-    reason: str
-    test_id: str
-    skipped: int
-
-
-class _Info(msgspec.Struct, tag_field="type", tag="event", omit_defaults=False):
-    id: str
-    event_type: str
-    timestamp: str
-    priority: str
-    data: _InfoData
-    user_id: str | None = None
-    correlation_id: str | None = None
-
-
-_INFO_ENCODER = msgspec.json.Encoder()
+    """None for a control frame (reply, ping, notice): never batched or replaced."""
+    gone: bool = False
+    """Replaced by a newer ``test.progress`` (``latest`` subscriptions only)."""
 
 
 class Connection:
@@ -112,36 +129,46 @@ class Connection:
         connection_id: str,
         client_id: str | None,
         max_queue_bytes: int,
+        load: Load | None = None,
+        counters: Counters | None = None,
     ) -> None:
         self.socket = socket
         self.principal = principal
         self.id = connection_id
         self.client_id = client_id
         self.max_queue_bytes = max_queue_bytes
+        self._load = load
+        self._counters = counters or Counters()
+        self._on_reading: Callable[[], None] | None = None
         self.state = State.OPEN
+        self.mode = Mode.LIVE
+        self.position: Offset | None = None
+        """While reading: every log entry up to here has been considered."""
+        self.behind_notified = False
+        """A ``catching_up`` notice went out and its ``live`` has not yet."""
         self.close_code: int = WS_1000_NORMAL_CLOSURE
         self.connected_at = time.time()
         self.subscriptions: dict[str, Subscription] = {}
         self.past_subscriptions: deque[Subscription] = deque(maxlen=_PAST_SUBSCRIPTIONS)
         self.keys: dict[tuple[str, str | None], int] = {}
+        self.replays: deque[ReplayJob] = deque()
+        self.missed = 0
+        """Events the hub skipped while this connection was reading (they are in the log)."""
         self.sent = 0
         self.received = 0
         self.queued_bytes = 0
-        self.coalesced = 0
-        self.replaying = 0
-        self.held: list[StreamEntry] = []
-        self.held_bytes = 0
-        self.over_since: float | None = None
-        """When the queue went over the limit after coalescing (monotonic), if it is."""
         self.next_ping = 0.0
         self.awaiting_pong_since: float | None = None
         self.warned_for_exp: float | None = None
         """The ``exp`` a ``token.expiring`` was sent for: one warning per token expiry."""
-        self.under_load = False
-        """Set by the hub while the process is overloaded: wait LOAD_LINGER_SECONDS
-        after waking so more events share a frame, and coalesce progress before sends."""
+        self._waiting_since: float | None = None
+        """Since when (monotonic) frames have waited with no byte accepted, if they do."""
+        self._sending = False
         self._outbox: deque[_Out] = deque()
+        self._latest: dict[str, _Out] = {}
         self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
         self.closed = asyncio.Event()
         self._next_sub = 0
 
@@ -157,133 +184,220 @@ class Connection:
                 return True
         return False
 
-    # -- outbound ----------------------------------------------------------------
+    def admits(self, entry: StreamEntry) -> bool:
+        """The event names no audience, or one this connection's principal is in."""
+        aud = entry.audience
+        p = self.principal
+        return aud is None or aud.admits(p.sub, p.groups, p.roles)
 
-    def deliver(self, entry: StreamEntry) -> None:
-        """A live event for this connection, from the hub's tail, in id order."""
+    def wants(self, entry: StreamEntry) -> bool:
+        """The live rule, for reading the log: a current subscription matches and the
+        audience admits this connection."""
+        return self.admits(entry) and any(s.matches(entry) for s in self.subscriptions.values())
+
+    @property
+    def single_test_id(self) -> str | None:
+        """The test every subscription is limited to, when they share one."""
+        ids = {sub.test_id for sub in self.subscriptions.values()}
+        return ids.pop() if len(ids) == 1 else None
+
+    # -- live and reading -----------------------------------------------------------
+
+    def when_reading(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever this connection starts reading the log."""
+        self._on_reading = callback
+
+    @property
+    def reading(self) -> bool:
+        return self.mode is Mode.READING
+
+    def deliver(self, entry: StreamEntry, before: Offset) -> None:
+        """A live event from the hub's tail, in id order; ``before`` is the id the hub
+        dispatched just before it. Past the queue limit, read from ``before`` on."""
         if self.state is not State.OPEN:
             return
-        if self.replaying:
-            self.held.append(entry)
-            self.held_bytes += len(entry.frame)
-            if self.held_bytes > self.max_queue_bytes * HARD_CAP_FACTOR:
-                self.close(WS_4009_SLOW_CONSUMER)
+        if self.mode is not Mode.LIVE:
+            self.missed += 1
             return
-        self.send_event(entry)
+        if self.queued_bytes + len(entry.frame) > self.max_queue_bytes and self._outbox:
+            self._start_reading(before)
+            self.missed = 1
+            self.behind_notified = True
+            waiting = self.queue_depth + 1
+            # First in the queue: the client learns at once, not after the backlog.
+            notice = encode(ConnectionInfo(state="catching_up", behind=waiting))
+            self._outbox.appendleft(_Out(notice, None))
+            self.queued_bytes += len(notice)
+            self._wakeup.set()
+            return
+        self.push(entry)
 
-    def release_held(self) -> None:
-        held, self.held, self.held_bytes = self.held, [], 0
-        for entry in held:
-            self.send_event(entry)
+    def request_replay(self, job: ReplayJob, position: Offset | None) -> None:
+        """Queue a subscription's replay; live events wait until it is done.
 
-    def send_event(self, entry: StreamEntry) -> None:
-        self._push(_Out(entry.frame, entry))
-        if self.queued_bytes > self.max_queue_bytes:
-            self.coalesce()
-            if self.queued_bytes > self.max_queue_bytes * HARD_CAP_FACTOR:
-                self.close(WS_4009_SLOW_CONSUMER)
-            elif self.queued_bytes > self.max_queue_bytes and self.over_since is None:
-                # One burst (a whole tail read) may pass the limit before the sender
-                # runs; only a queue that *stays* over it is a slow consumer.
-                self.over_since = time.monotonic()
-        elif entry.priority in UNDROPPABLE and self.queued_bytes > self.max_queue_bytes // 8:
-            # An alert behind a backlog of progress goes out now, not after it.
-            self.coalesce()
+        ``position`` is the hub's (None before it knows where the log ends); a
+        connection that is already reading keeps its own."""
+        self.replays.append(job)
+        if self.mode is Mode.LIVE:
+            self._start_reading(position)
+        elif self._on_reading is not None:
+            self._on_reading()
+
+    def _start_reading(self, position: Offset | None) -> None:
+        if self.mode is not Mode.LIVE:
+            raise RuntimeError(f"cannot start reading in mode {self.mode.name}")
+        self.mode = Mode.READING
+        self.position = position
+        if self._on_reading is not None:
+            self._on_reading()
+
+    def advance(self, position: Offset) -> None:
+        if self.mode is not Mode.READING:
+            raise RuntimeError("only a reading connection advances its position")
+        self.position = position
+
+    def go_live(self) -> None:
+        """Back to live delivery: call in the same step that saw ``position`` reach the
+        hub's, so the next event the hub dispatches is the next one this connection needs."""
+        if self.mode is not Mode.READING or self.replays:
+            raise RuntimeError("go_live needs a reading connection with no replay pending")
+        self.mode = Mode.LIVE
+        self.position = None
+        self.missed = 0
+        if self.behind_notified:
+            self.behind_notified = False
+            self.send_control(encode(ConnectionInfo(state="live")))
+
+    def current_position(self, hub_position: Offset | None) -> Offset | None:
+        """Where this connection's event stream stands: its own while reading."""
+        return self.position if self.mode is Mode.READING else hub_position
+
+    # -- outbound ----------------------------------------------------------------
+
+    @property
+    def has_room(self) -> bool:
+        return self.queued_bytes < self.max_queue_bytes
+
+    def push(self, entry: StreamEntry) -> None:
+        """Queue one event (the caller decided it belongs to this connection)."""
+        if self.state is not State.OPEN:
+            return
+        item = _Out(entry.frame, entry)
+        if entry.event_type == "test.progress" and entry.test_id and self._latest_only(entry):
+            older = self._latest.get(entry.test_id)
+            if older is not None and not older.gone:
+                older.gone = True
+                self.queued_bytes -= len(older.text)
+            self._latest[entry.test_id] = item
+        self._push(item)
+
+    def _latest_only(self, entry: StreamEntry) -> bool:
+        subs = [s for s in self.subscriptions.values() if s.matches(entry)]
+        return bool(subs) and all(s.latest for s in subs)
 
     def send_control(self, text: str) -> None:
         if self.state is State.OPEN:
             self._push(_Out(text, None))
 
     def _push(self, item: _Out) -> None:
+        if not self._outbox and not self._sending:
+            self._waiting_since = time.monotonic()
         self._outbox.append(item)
         self.queued_bytes += len(item.text)
+        if self.queued_bytes >= self.max_queue_bytes // 2:
+            self._room.clear()
         self._wakeup.set()
 
-    def coalesce(self) -> int:
-        """Keep only the newest queued ``test.progress`` per test; returns how many went.
+    async def wait_for_room(self) -> None:
+        """Until the queue is below half the limit: the socket took the previous page."""
+        while self.state is State.OPEN and not self._room.is_set():
+            await self._room.wait()
 
-        Each test that lost events gets a ``connection.info`` notice saying how
-        many, in the place (and with the id) of the newest event it dropped, so
-        ids stay unique and increasing on this connection.
-        """
-        groups: dict[str, list[_Out]] = {}
-        for item in self._outbox:
-            e = item.entry
-            if e is not None and (item.coalesced or _coalescible(e)):
-                groups.setdefault(e.test_id or "", []).append(item)
-        drop: set[int] = set()
-        replace: dict[int, _Out] = {}
-        removed = 0
-        for test_id, items in groups.items():
-            older = items[:-1]
-            fresh = sum(1 for i in older if not i.coalesced)
-            if not fresh:
-                continue
-            removed += fresh
-            drop.update(id(i) for i in older[:-1])
-            last = older[-1]
-            assert last.entry is not None
-            total = sum(i.coalesced or 1 for i in older)
-            replace[id(last)] = self._notice(test_id, total, last.entry)
-        if not removed:
-            return 0
-        kept: deque[_Out] = deque()
-        for item in self._outbox:
-            if id(item) not in drop:
-                kept.append(replace.get(id(item), item))
-        self._outbox = kept
-        self.queued_bytes = sum(len(i.text) for i in kept)
-        self.coalesced += removed
-        return removed
+    def _drop_replaced(self) -> bool:
+        """Drop replaced items at the head of the queue; whether anything is left."""
+        while self._outbox and self._outbox[0].gone:
+            self._outbox.popleft()
+        return bool(self._outbox)
 
-    def _notice(self, test_id: str, skipped: int, stands_for: StreamEntry) -> _Out:
-        info = _Info(
-            id=stands_for.id,
-            event_type="connection.info",
-            timestamp=now_iso(),
-            priority="low",
-            data=_InfoData(reason="coalesced", test_id=test_id, skipped=skipped),
-        )
-        text = _INFO_ENCODER.encode(info).decode()
-        entry = dataclasses.replace(
-            stands_for, event_type="connection.info", priority="low", frame=text
-        )
-        return _Out(text, entry, coalesced=skipped)
+    def _pop(self) -> _Out:
+        item = self._outbox.popleft()
+        self.queued_bytes -= len(item.text)
+        entry = item.entry
+        if self._latest and entry is not None and entry.test_id:
+            if self._latest.get(entry.test_id) is item:
+                del self._latest[entry.test_id]
+        return item
 
     def _take(self) -> tuple[str, int]:
-        """The next frame to send: a control frame, one event, or a batch of events."""
-        first = self._outbox.popleft()
-        self.queued_bytes -= len(first.text)
-        if first.entry is None or not self._outbox or self._outbox[0].entry is None:
-            return first.text, 0 if first.entry is None else 1
+        """The next frame to send: a control frame, one event, or a batch of events;
+        and how many events it holds. The head of the queue is not a replaced item."""
+        first = self._pop()
+        if first.entry is None:
+            return first.text, 0
         parts = [first.text]
         size = len(first.text)
-        while (
-            self._outbox
-            and self._outbox[0].entry is not None
-            and len(parts) < MAX_BATCH_EVENTS
-            and size < MAX_BATCH_BYTES
-        ):
-            item = self._outbox.popleft()
-            self.queued_bytes -= len(item.text)
+        while len(parts) < MAX_BATCH_EVENTS and size < MAX_BATCH_BYTES and self._drop_replaced():
+            if self._outbox[0].entry is None:
+                break
+            item = self._pop()
             size += len(item.text)
             parts.append(item.text)
+        if len(parts) == 1:
+            return first.text, 1
         return '{"type":"batch","events":[' + ",".join(parts) + "]}", len(parts)
 
     async def run_sender(self) -> None:
         while self.state is State.OPEN:
             await self._wakeup.wait()
-            if self.under_load:
+            if self._load is not None and self._load.overloaded:
                 await asyncio.sleep(LOAD_LINGER_SECONDS)  # wider batches, fewer frames
             self._wakeup.clear()
-            while self._outbox and self.state is State.OPEN:
-                if self.under_load:
-                    self.coalesce()
+            while self.state is State.OPEN and self._drop_replaced():
                 text, events = self._take()
-                await self.socket.send_text(text)
+                self._sending = True
+                try:
+                    await self.socket.send_text(text)
+                finally:
+                    self._sending = False
+                if self.state is not State.OPEN:
+                    return  # finished while closing: not counted as delivered
                 self.sent += events
-                if self.over_since is not None and self.queued_bytes <= self.max_queue_bytes:
-                    self.over_since = None
+                self._counters.delivered += events
+                self._waiting_since = time.monotonic() if self._outbox else None
+                if self.queued_bytes < self.max_queue_bytes // 2:
+                    self._room.set()
+            self._waiting_since = None
+            self._room.set()
+
+    # -- heartbeats and token expiry ---------------------------------------------------
+
+    def ping_due(self, now: float) -> bool:
+        return now >= self.next_ping
+
+    def ping(self, frame: str, now: float, interval: float) -> None:
+        self.send_control(frame)
+        self.next_ping = now + interval
+        if self.awaiting_pong_since is None:
+            self.awaiting_pong_since = now
+
+    def pong(self) -> None:
+        self.awaiting_pong_since = None
+
+    def heartbeat_missed(self, now: float, timeout: float) -> bool:
+        since = self.awaiting_pong_since
+        return since is not None and now - since > timeout
+
+    def warn_expiry(self, now: float, warning: float) -> None:
+        """One ``token.expiring`` per token expiry, ``warning`` seconds before it."""
+        exp = self.principal.exp
+        if self.warned_for_exp != exp and now >= exp - warning:
+            self.warned_for_exp = exp
+            self.send_control(encode(TokenExpiring(expires_in=round(exp - now, 3))))
+
+    def stalled(self, now_monotonic: float, timeout: float) -> bool:
+        """Frames have waited ``timeout`` seconds with no byte accepted by the socket."""
+        since = self._waiting_since
+        return since is not None and now_monotonic - since > timeout
 
     def close(self, code: int) -> None:
         """Begin closing with ``code``; the session closes the socket."""
@@ -292,12 +406,23 @@ class Connection:
         self.state = State.CLOSING
         self.close_code = code
         # Events go; replies and errors already queued (the rate_limited ones
-        # before a 4008) are still sent by flush_control, except to a slow consumer.
+        # before a 4008) are still sent by flush_control, except to a stalled one.
         keep = () if code == WS_4009_SLOW_CONSUMER else (i for i in self._outbox if i.entry is None)
         self._outbox = deque(keep)
+        self._latest.clear()
+        self.replays.clear()
         self.queued_bytes = sum(len(i.text) for i in self._outbox)
         self._wakeup.set()
+        self._room.set()
         self.closed.set()
+
+    def finish(self) -> None:
+        """The socket is gone: nothing more is queued or sent."""
+        if self.state is State.CLOSED:
+            raise RuntimeError("connection already finished")
+        if self.state is State.OPEN:
+            self.close(WS_1000_NORMAL_CLOSURE)
+        self.state = State.CLOSED
 
     async def flush_control(self) -> None:
         """Send what ``close`` kept, before the close frame."""
@@ -306,17 +431,9 @@ class Connection:
             self.queued_bytes -= len(item.text)
             await self.socket.send_text(item.text)
 
-    def stayed_slow(self, now_monotonic: float) -> bool:
-        since = self.over_since
-        return since is not None and now_monotonic - since > SLOW_GRACE_SECONDS
-
     @property
     def queue_depth(self) -> int:
-        return len(self._outbox)
-
-
-def _coalescible(entry: StreamEntry) -> bool:
-    return entry.event_type == "test.progress" and entry.priority not in UNDROPPABLE
+        return sum(1 for i in self._outbox if not i.gone)
 
 
 def newest(a: Offset | None, b: Offset) -> Offset:

@@ -293,9 +293,10 @@ async def connections(request: Request) -> Response:
                     "connected_since": now_iso(c.connected_at),
                     "queue_depth": c.queue_depth,
                     "queued_bytes": c.queued_bytes,
+                    "state": c.mode.value,
+                    "behind": c.missed,
                     "sent": c.sent,
                     "received": c.received,
-                    "coalesced": c.coalesced,
                 }
                 for c in list(service.hub.connections.values())
             ],

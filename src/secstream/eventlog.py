@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from redis import exceptions as redis_errors
@@ -32,12 +32,8 @@ from secstream.types import Offset
 IDEMPOTENCY_TTL: Final = 86_400
 OFFSET_TTL: Final = 30 * 86_400
 _SCAN_CHUNK: Final = 1000
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Replay:
-    entries: list[StreamEntry]
-    truncated: bool
+POLL_BUDGET: Final = 10_000
+"""Log entries one poll examines at most, however selective its filter."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,7 +68,7 @@ local function ensure_epoch(key)
 end
 """
 
-# KEYS: log, critical, idempotency key, epoch, trimmed
+# KEYS: log, critical, idempotency key, epoch, trimmed, tests (zset: test id -> newest ms)
 # ARGV: use_idem, idem_ttl, maxlen, test_prefix, test_ttl, n, then per event:
 #       test_id, critical, nfields, field, value, ...
 _APPEND = _LUA_IDS + """
@@ -93,6 +89,7 @@ for n = 1, tonumber(ARGV[6]) do
     local tk = ARGV[4] .. test_id
     redis.call('XADD', tk, id, unpack(fields))
     redis.call('EXPIRE', tk, ARGV[5])
+    redis.call('ZADD', KEYS[6], (idkey(id)), test_id)
   end
   if critical == '1' then redis.call('XADD', KEYS[2], id, unpack(fields)) end
   ids[n] = id
@@ -110,7 +107,10 @@ if ARGV[1] == '1' then redis.call('SET', KEYS[3], joined, 'EX', ARGV[2]) end
 return {1, joined}
 """
 
-# KEYS: log, critical, trimmed; ARGV: min id to keep in log, in critical
+# KEYS: log, critical, trimmed, tests, tests' trimmed ids (hash)
+# ARGV: min id to keep in log, in critical, test key prefix
+# Per-test copies follow the log: a test whose newest event left the log goes whole;
+# the others lose what is older than the log's oldest entry.
 _TRIM = _LUA_IDS + """
 local removed = 0
 local last = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[1], '-', 'COUNT', 1)
@@ -119,6 +119,24 @@ if #last > 0 then
   if newer(last[1][1], redis.call('GET', KEYS[3])) then redis.call('SET', KEYS[3], last[1][1]) end
 end
 redis.call('XTRIM', KEYS[2], 'MINID', ARGV[2])
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local minid = ARGV[1]
+if #first > 0 then minid = first[1][1] end
+local cutoff = (idkey(minid))
+for _, t in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. cutoff)) do
+  redis.call('DEL', ARGV[3] .. t)
+  redis.call('HDEL', KEYS[5], t)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. cutoff)
+for _, t in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], cutoff, '+inf')) do
+  local tk = ARGV[3] .. t
+  local old = redis.call('XRANGE', tk, '-', '(' .. minid, 'COUNT', 1)
+  if #old > 0 then
+    local gone = redis.call('XREVRANGE', tk, '(' .. minid, '-', 'COUNT', 1)
+    redis.call('XTRIM', tk, 'MINID', minid)
+    redis.call('HSET', KEYS[5], t, gone[1][1])
+  end
+end
 return removed
 """
 
@@ -147,7 +165,7 @@ _UNAVAILABLE = (
 )
 
 
-def _guarded(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+def _guarded(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     """Redis not answering becomes LogUnavailable, one exception for callers to handle."""
 
     @functools.wraps(method)
@@ -181,6 +199,8 @@ class RedisEventLog:
         self.critical_key = f"{prefix}:critical"
         self.epoch_key = f"{prefix}:epoch"
         self.trimmed_key = f"{prefix}:trimmed"
+        self.tests_key = f"{prefix}:tests"
+        self.tests_trimmed_key = f"{prefix}:tests:trimmed"
         self._append = redis.register_script(_APPEND)
         self._trim = redis.register_script(_TRIM)
         self._ack = redis.register_script(_ACK)
@@ -210,7 +230,7 @@ class RedisEventLog:
             IDEMPOTENCY_TTL,
             self.maxlen,
             f"{self.prefix}:test:",
-            max(self.retention_seconds, self.critical_retention_seconds),
+            self.retention_seconds,
             len(encoded),
         ]
         for enc in encoded:
@@ -221,6 +241,7 @@ class RedisEventLog:
             f"{self.prefix}:idem:{idempotency_key or ''}",
             self.epoch_key,
             self.trimmed_key,
+            self.tests_key,
         ]
         _, joined = await self._append(keys=keys, args=argv)
         return _text(joined).split(",")
@@ -238,8 +259,14 @@ class RedisEventLog:
         keep_from = f"{int((now - self.retention_seconds) * 1000)}-0"
         critical_from = f"{int((now - self.critical_retention_seconds) * 1000)}-0"
         removed = await self._trim(
-            keys=[self.log_key, self.critical_key, self.trimmed_key],
-            args=[keep_from, critical_from],
+            keys=[
+                self.log_key,
+                self.critical_key,
+                self.trimmed_key,
+                self.tests_key,
+                self.tests_trimmed_key,
+            ],
+            args=[keep_from, critical_from, f"{self.prefix}:test:"],
         )
         return int(removed)
 
@@ -251,14 +278,16 @@ class RedisEventLog:
         return _text(raw) if raw is not None else None
 
     @_guarded
-    async def store_offsets(self, offsets: Iterable[tuple[str, str, Offset]]) -> None:
-        """Store max(stored, offset) for each (sub, client_id, offset), in one round trip."""
+    async def store_offsets(self, offsets: Iterable[tuple[str, str, Offset]]) -> list[Offset]:
+        """Store max(stored, offset) for each (sub, client_id, offset), in one round trip;
+        the stored values, in order."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for sub, client_id, offset in offsets:
                 await self._ack(
                     keys=[self.offset_key(sub, client_id)], args=[offset, OFFSET_TTL], client=pipe
                 )
-            await pipe.execute()
+            stored = await pipe.execute()
+        return [_text(value) for value in stored]
 
     # -- reading ---------------------------------------------------------------
 
@@ -271,14 +300,67 @@ class RedisEventLog:
         newest = _rows(await self.redis.xrevrange(self.log_key, "+", "-", count=1))
         return _text(newest[0][0]) if newest else START
 
-    async def _lost_or_trimmed(self, since: Offset, source: str) -> bool:
+    async def _lost_or_trimmed(self, since: Offset, test_id: str | None) -> bool:
         epoch, trimmed = await self._state(keys=[self.epoch_key, self.trimmed_key])
         key = parse_offset(since)
         if key != (0, 0) and key < parse_offset(_text(epoch)):
             return True
         if trimmed is None or key >= parse_offset(_text(trimmed)):
             return False
-        return source == self.log_key or not await self.redis.exists(source)
+        if test_id is None:
+            return True
+        # One test's copy: cut where retention cut it, or gone whole.
+        if not await self.redis.exists(self.test_key(test_id)):
+            return True
+        cut = await self.redis.hget(self.tests_trimmed_key, test_id)
+        return cut is not None and key < parse_offset(_text(cut))
+
+    @_guarded
+    async def truncated_after(self, since: Offset, test_id: str | None = None) -> bool:
+        return await self._lost_or_trimmed(since, test_id)
+
+    def _source(self, test_id: str | None, critical: bool) -> str:
+        if critical:
+            return self.critical_key
+        return self.test_key(test_id) if test_id else self.log_key
+
+    @_guarded
+    async def read(
+        self,
+        after: Offset,
+        *,
+        count: int,
+        upto: Offset | None = None,
+        test_id: str | None = None,
+        critical: bool = False,
+        inclusive: bool = False,
+    ) -> list[StreamEntry]:
+        if after in ("0", START) and not inclusive:
+            low = "-"
+        else:
+            low = after if inclusive else f"({after}"
+        rows = _rows(
+            await self.redis.xrange(
+                self._source(test_id, critical), low, upto or "+", count=count
+            )
+        )
+        return [decode_entry(raw_id, fields) for raw_id, fields in rows]
+
+    @_guarded
+    async def read_back(
+        self,
+        upto: Offset,
+        *,
+        after: Offset,
+        count: int,
+        test_id: str | None = None,
+        critical: bool = False,
+    ) -> list[StreamEntry]:
+        low = "-" if after in ("0", START) else f"({after}"
+        rows = _rows(
+            await self.redis.xrevrange(self._source(test_id, critical), upto, low, count=count)
+        )
+        return [decode_entry(raw_id, fields) for raw_id, fields in rows]
 
     @_guarded
     async def read_page(
@@ -288,99 +370,29 @@ class RedisEventLog:
         *,
         limit: int,
         test_id: str | None = None,
+        budget: int = POLL_BUDGET,
         now: float | None = None,
     ) -> Page:
-        """Matching events after ``since`` in id order, for polling."""
+        """Matching events after ``since`` in id order, for polling: at most ``limit``,
+        examining at most ``budget`` entries; ``next`` is past what was examined."""
         now = time.time() if now is None else now
-        source = self.test_key(test_id) if test_id else self.log_key
-        truncated = await self._lost_or_trimmed(since, source)
+        truncated = await self._lost_or_trimmed(since, test_id)
         out: list[StreamEntry] = []
         cursor = since
-        while len(out) < limit:
-            start = "-" if cursor in ("0", START) else f"({cursor}"
-            rows = _rows(await self.redis.xrange(source, start, "+", count=_SCAN_CHUNK))
-            for raw_id, fields in rows:
-                entry = decode_entry(raw_id, fields)
+        examined = 0
+        while examined < budget:
+            chunk = min(_SCAN_CHUNK, budget - examined)
+            rows = await self.read(cursor, count=chunk, test_id=test_id)
+            examined += len(rows)
+            for entry in rows:
                 cursor = entry.id
                 if not entry.expired(now) and match(entry):
                     out.append(entry)
                     if len(out) == limit:
-                        break
-            if len(rows) < _SCAN_CHUNK:
+                        return Page(out, cursor, truncated)
+            if len(rows) < chunk:
                 break
         return Page(out, cursor if cursor != "0" else START, truncated)
-
-    @_guarded
-    async def replay(
-        self,
-        since: Offset,
-        upto: Offset,
-        match: Callable[[StreamEntry], bool],
-        *,
-        limit: int,
-        test_id: str | None = None,
-        now: float | None = None,
-    ) -> Replay:
-        """Matching events in (since, upto], oldest first, at most ``limit``.
-
-        When more match, the newest are kept, and every ``critical`` one (the
-        newest ``critical`` ones when they alone exceed the limit); the replay
-        is then ``truncated``, as it is when matching events after ``since`` may
-        have left the log.
-        """
-        now = time.time() if now is None else now
-        if parse_offset(upto) <= parse_offset(since):
-            return Replay([], await self._lost_or_trimmed(since, self.log_key))
-        source = self.test_key(test_id) if test_id else self.log_key
-        truncated = await self._lost_or_trimmed(since, source)
-        low = "-" if since == "0" else f"({since}"
-        newest_first: list[StreamEntry] = []
-        overflow = False
-        end = upto
-        oldest_scanned: Offset | None = None
-        while not overflow:
-            rows = _rows(await self.redis.xrevrange(source, end, low, count=_SCAN_CHUNK))
-            for raw_id, fields in rows:
-                entry = decode_entry(raw_id, fields)
-                oldest_scanned = entry.id
-                if entry.expired(now) or not match(entry):
-                    continue
-                if len(newest_first) == limit:
-                    overflow = True
-                    break
-                newest_first.append(entry)
-            if len(rows) < _SCAN_CHUNK:
-                break
-            end = f"({oldest_scanned}"
-        if not overflow and not truncated:
-            return Replay(newest_first[::-1], False)
-        # Critical events outlive the log's retention: merge those in.
-        # Nothing left in the range: every retained critical one up to ``upto`` counts.
-        floor = parse_offset(oldest_scanned) if oldest_scanned else (2**63, 0)
-        critical = [
-            e
-            for e in await self._critical(since, upto, test_id, now, match)
-            if overflow or parse_offset(e.id) < floor
-        ]
-        merged = {e.id: e for e in [*critical, *newest_first]}
-        return Replay(_keep_newest(sorted(merged.values(), key=lambda e: e.key), limit), True)
-
-    async def _critical(
-        self,
-        since: Offset,
-        upto: Offset,
-        test_id: str | None,
-        now: float,
-        match: Callable[[StreamEntry], bool],
-    ) -> list[StreamEntry]:
-        low = "-" if since == "0" else f"({since}"
-        rows = _rows(await self.redis.xrange(self.critical_key, low, upto))
-        entries = (decode_entry(raw_id, fields) for raw_id, fields in rows)
-        return [
-            e
-            for e in entries
-            if not e.expired(now) and (test_id is None or e.test_id == test_id) and match(e)
-        ]
 
     @_guarded
     async def tail(self, after: Offset, *, block_ms: int, count: int = 1000) -> list[StreamEntry]:
@@ -390,18 +402,6 @@ class RedisEventLog:
             return []
         rows = _rows(reply[0][1])
         return [decode_entry(raw_id, fields) for raw_id, fields in rows]
-
-
-def _keep_newest(entries: list[StreamEntry], limit: int) -> list[StreamEntry]:
-    """The newest ``limit`` of ``entries`` (in id order), keeping every critical one."""
-    if len(entries) <= limit:
-        return entries
-    critical = [e for e in entries if e.priority == "critical"]
-    if len(critical) >= limit:
-        return critical[-limit:]
-    room = limit - len(critical)
-    rest = [e for e in entries if e.priority != "critical"][-room:]
-    return sorted([*critical, *rest], key=lambda e: e.key)
 
 
 def _rows(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:

@@ -3,7 +3,9 @@
 One ``XREAD BLOCK`` follows the log for the whole process; each event is
 matched through an index keyed by (event type, test id) and, when it names an
 audience, through indexes of users, groups and roles, so the work per event
-grows with the connections that receive it, not with those that do not.
+grows with the connections that receive it, not with those that do not. A
+connection that is reading the log (see ``reader``) is skipped: it finds the
+event in the log.
 """
 
 from __future__ import annotations
@@ -15,18 +17,13 @@ import time
 from typing import Protocol, TypeVar
 
 from secstream.auth import Principal
-from secstream.connection import Connection, Subscription, newest
+from secstream.connection import Connection, Counters, Subscription
 from secstream.entries import START, StreamEntry
-from secstream.errors import (
-    WS_1001_GOING_AWAY,
-    WS_4001_TOKEN_EXPIRED,
-    WS_4002_HEARTBEAT_TIMEOUT,
-    WS_4009_SLOW_CONSUMER,
-    LogUnavailable,
-)
-from secstream.eventlog import RedisEventLog
+from secstream.errors import WS_1001_GOING_AWAY, LogUnavailable
 from secstream.events import expand
-from secstream.protocol import PingFrame, TokenExpiring, encode, parse_offset
+from secstream.logapi import EventLog
+from secstream.protocol import parse_offset
+from secstream.timers import LoadWatch, Timers
 from secstream.types import Offset
 
 logger = logging.getLogger(__name__)
@@ -34,14 +31,11 @@ logger = logging.getLogger(__name__)
 IndexKey = tuple[str, str | None]
 K = TypeVar("K")
 _TAIL_BLOCK_MS = 5000
-_ACK_FLUSH_SECONDS = 0.2
-_LAG_OVERLOADED = 0.25
-_LAG_RECOVERED = 0.05
 _SLICE_SECONDS = 0.05
 """Longest run of fan-out before the event loop gets a turn: long enough that each
 socket gets its events in a few large frames, short enough for heartbeats and I/O."""
-_QUEUED_OVERLOADED = 64
-"""Times SECSTREAM_MAX_QUEUE_BYTES queued in all, process-wide."""
+_CONCURRENT_READS = 16
+"""Log reads by connections that are replaying or catching up, at once, process-wide."""
 
 
 class Metrics(Protocol):
@@ -51,19 +45,18 @@ class Metrics(Protocol):
 class Hub:
     def __init__(
         self,
-        log: RedisEventLog,
+        log: EventLog,
         *,
         heartbeat_interval: float,
         heartbeat_timeout: float,
         token_expiry_warning: float,
         max_connections: int,
         max_queue_bytes: int,
+        stall_timeout: float = 30.0,
         metrics: Metrics | None = None,
     ) -> None:
         self.log = log
         self.heartbeat_interval = heartbeat_interval
-        self.heartbeat_timeout = heartbeat_timeout
-        self.token_expiry_warning = token_expiry_warning
         self.max_connections = max_connections
         self.max_queue_bytes = max_queue_bytes
         self.metrics = metrics
@@ -71,19 +64,38 @@ class Hub:
         self.last_id: Offset = START
         self.healthy = False
         self.accepting = True
-        self.overloaded = False
-        self.delivered = 0
-        self.loop_lag = 0.0
+        self.counters = Counters()
+        self.load = LoadWatch(max_connections=max_connections, max_queue_bytes=max_queue_bytes)
+        self.timers = Timers(
+            lambda: list(self.connections.values()),
+            self.load,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+            token_expiry_warning=token_expiry_warning,
+            stall_timeout=stall_timeout,
+        )
+        self.reads = asyncio.Semaphore(_CONCURRENT_READS)
         self._index: dict[IndexKey, set[Connection]] = {}
         self._by_user: dict[str, set[Connection]] = {}
         self._by_group: dict[str, set[Connection]] = {}
         self._by_role: dict[str, set[Connection]] = {}
-        self._pending_acks: dict[tuple[str, str], Offset] = {}
         self._new_events = asyncio.Event()
         self.positioned = asyncio.Event()
         """Set once the tail knows where the log ends; ``start_id`` is that place."""
         self.start_id: Offset = START
         self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def delivered(self) -> int:
+        return self.counters.delivered
+
+    @property
+    def overloaded(self) -> bool:
+        return self.load.overloaded
+
+    @property
+    def loop_lag(self) -> float:
+        return self.load.loop_lag
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -93,8 +105,7 @@ class Hub:
             self.healthy = True
         self._tasks = [
             asyncio.create_task(self._follow(), name="hub-tail"),
-            asyncio.create_task(self._tick(), name="hub-tick"),
-            asyncio.create_task(self._flush_acks_forever(), name="hub-acks"),
+            asyncio.create_task(self.timers.run(), name="hub-timers"),
         ]
 
     def _position(self, last_id: Offset) -> None:
@@ -108,8 +119,6 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        with contextlib.suppress(LogUnavailable):
-            await self.flush_acks()
 
     def close_all(self, code: int = WS_1001_GOING_AWAY) -> None:
         """Refuse new connections, close every socket, and answer long-polls now."""
@@ -146,6 +155,11 @@ class Hub:
             sub.types = expand(sub.patterns, principal.receivable)
             self._index_subscription(conn, sub, add=True)
 
+    @property
+    def position(self) -> Offset | None:
+        """The id the tail has dispatched up to; None before it knows where the log ends."""
+        return self.last_id if self.positioned.is_set() else None
+
     def subscribe(self, conn: Connection, sub: Subscription) -> None:
         conn.subscriptions[sub.id] = sub
         self._index_subscription(conn, sub, add=True)
@@ -153,7 +167,8 @@ class Hub:
     def unsubscribe(self, conn: Connection, sub: Subscription) -> None:
         if conn.subscriptions.pop(sub.id, None) is None:
             return
-        sub.covers_until = parse_offset(self.last_id)
+        until = conn.current_position(self.last_id)
+        sub.covers_until = parse_offset(until or START)
         conn.past_subscriptions.append(sub)
         self._index_subscription(conn, sub, add=False)
 
@@ -177,36 +192,6 @@ class Hub:
             elif not add and count == 0:
                 _discard(self._index, key, conn)
 
-    # -- acks --------------------------------------------------------------------------
-
-    def ack(self, conn: Connection, offset: Offset) -> Offset:
-        assert conn.client_id is not None
-        key = (conn.principal.sub, conn.client_id)
-        self._pending_acks[key] = newest(self._pending_acks.get(key), offset)
-        return self._pending_acks[key]
-
-    def pending_ack(self, sub: str, client_id: str) -> Offset | None:
-        return self._pending_acks.get((sub, client_id))
-
-    async def flush_acks(self) -> None:
-        if not self._pending_acks:
-            return
-        batch, self._pending_acks = self._pending_acks, {}
-        try:
-            await self.log.store_offsets((s, c, o) for (s, c), o in batch.items())
-        except LogUnavailable:
-            for key, offset in batch.items():
-                self._pending_acks[key] = newest(self._pending_acks.get(key), offset)
-            raise
-
-    async def _flush_acks_forever(self) -> None:
-        while True:
-            await asyncio.sleep(_ACK_FLUSH_SECONDS)
-            try:
-                await self.flush_acks()
-            except LogUnavailable:
-                logger.warning("could not store acknowledged offsets; will retry", exc_info=True)
-
     # -- delivery ----------------------------------------------------------------------
 
     async def dispatch(self, entries: list[StreamEntry]) -> None:
@@ -226,13 +211,12 @@ class Hub:
         self._notify()
 
     def _dispatch_one(self, entry: StreamEntry, now: float) -> int:
-        self.last_id = entry.id
+        before, self.last_id = self.last_id, entry.id
         if entry.expired(now):
             return 1
         targets = self._targets(entry)
         for conn in targets:
-            conn.deliver(entry)
-        self.delivered += len(targets)
+            conn.deliver(entry, before)
         if self.metrics is not None and targets:
             self.metrics.delivery_latency(max(0.0, now - entry.published_at))
         return len(targets) + 1
@@ -296,68 +280,6 @@ class Hub:
             backoff = 0.05
             if entries:
                 await self.dispatch(entries)
-
-    # -- timers and load ---------------------------------------------------------------
-
-    async def _tick(self) -> None:
-        period = max(0.05, min(1.0, self.heartbeat_interval / 4, self.heartbeat_timeout / 4))
-        loop = asyncio.get_running_loop()
-        while True:
-            started = loop.time()
-            await asyncio.sleep(period)
-            self.loop_lag = max(0.0, loop.time() - started - period)
-            try:
-                self._watch_load()
-                self._check_timers(time.time())
-            except Exception:
-                logger.exception("hub timer failed")
-
-    def _check_timers(self, now: float) -> None:
-        ping: str | None = None
-        mono = time.monotonic()
-        for conn in list(self.connections.values()):
-            if conn.stayed_slow(mono):
-                conn.close(WS_4009_SLOW_CONSUMER)
-                continue
-            since = conn.awaiting_pong_since
-            if since is not None and now - since > self.heartbeat_timeout:
-                conn.close(WS_4002_HEARTBEAT_TIMEOUT)
-                continue
-            exp = conn.principal.exp
-            if now >= exp:
-                conn.close(WS_4001_TOKEN_EXPIRED)
-                continue
-            if conn.warned_for_exp != exp and now >= exp - self.token_expiry_warning:
-                conn.warned_for_exp = exp
-                conn.send_control(encode(TokenExpiring(expires_in=round(exp - now, 3))))
-            if now >= conn.next_ping:
-                ping = ping or encode(PingFrame(ts=round(now, 3)))
-                conn.send_control(ping)
-                conn.next_ping = now + self.heartbeat_interval
-                if conn.awaiting_pong_since is None:
-                    conn.awaiting_pong_since = now
-
-    def _watch_load(self) -> None:
-        queued = sum(c.queued_bytes for c in self.connections.values())
-        pressure = (
-            self.loop_lag > _LAG_OVERLOADED
-            or queued > self.max_queue_bytes * _QUEUED_OVERLOADED
-            or len(self.connections) >= self.max_connections * 0.95
-        )
-        calm = self.loop_lag < _LAG_RECOVERED and len(self.connections) < (
-            self.max_connections * 0.9
-        )
-        if pressure and not self.overloaded:
-            logger.warning(
-                "overloaded: coalescing progress and refusing connections",
-                extra={"lag": self.loop_lag, "queued": queued},
-            )
-            self.overloaded = True
-        elif self.overloaded and calm and queued < self.max_queue_bytes * 4:
-            logger.info("load back to normal")
-            self.overloaded = False
-        for conn in self.connections.values():
-            conn.under_load = self.overloaded
 
 
 def _add(index: dict[K, set[Connection]], key: K, conn: Connection) -> None:

@@ -8,7 +8,7 @@ appended and travels as ready-made JSON text (see ``entries.StreamEntry``).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -32,6 +32,7 @@ class Subscribe(Message, tag="subscribe", forbid_unknown_fields=False):
     id: Ref | None = None
     test_id: str | None = None
     since: str | None = None
+    latest: bool = False
 
 
 class Unsubscribe(Message, tag="unsubscribe"):
@@ -99,6 +100,14 @@ class Acked(Message, tag="acked"):
 class Refreshed(Message, tag="refreshed"):
     expires_at: float
     ref: Ref | None = None
+
+
+class ConnectionInfo(Message, tag="connection.info"):
+    """A connection starts (``catching_up``) or ends (``live``) reading the log."""
+
+    state: Literal["catching_up", "live"]
+    behind: int | None = None
+    truncated: bool = False
 
 
 class PongReply(Message, tag="pong"):

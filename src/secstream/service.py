@@ -14,6 +14,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from secstream.acks import AckWriter
 from secstream.auth import Authenticator
 from secstream.config import Settings
 from secstream.errors import WS_1001_GOING_AWAY, LogUnavailable
@@ -69,8 +70,10 @@ class Service:
             token_expiry_warning=settings.token_expiry_warning,
             max_connections=settings.max_connections,
             max_queue_bytes=settings.max_queue_bytes,
+            stall_timeout=settings.stall_timeout,
             metrics=_HubMetrics(self.telemetry),
         )
+        self.acks = AckWriter(self.log)
         self.auth = Authenticator.from_settings(settings)
         self.abuse = AbuseWatch(self._alert_admins)
         self.publish_limits = KeyedLimiter(
@@ -116,6 +119,7 @@ class Service:
 
     async def start(self) -> None:
         await self.hub.start()
+        self.acks.start()
         self._spawn(self._trim_forever())
         if self.settings.demo:
             simulator = Simulator(self.log)
@@ -131,7 +135,7 @@ class Service:
                 break
             await asyncio.sleep(0.05)
         with contextlib.suppress(LogUnavailable):
-            await self.hub.flush_acks()
+            await self.acks.flush()
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -140,6 +144,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.hub.stop()
+        await self.acks.stop()
         self.telemetry.shutdown()
         if self._owns_redis:
             await self.redis.aclose()

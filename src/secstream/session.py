@@ -1,10 +1,11 @@
-"""The WebSocket protocol of one connection: client frames in, replies and replays out.
+"""The WebSocket protocol of one connection: client frames in, replies out.
 
 The seam between replay and live: a subscription joins the hub's index and
-notes the hub's position ``T`` in the same step of the event loop, so every
-event up to ``T`` is in the log for the replay and every later one reaches
-the connection live. Live events are held while a replay runs, then follow
-its ``replayed`` frame, so nothing is lost or doubled at the seam.
+notes the connection's position ``T`` (the hub's, when it is live) in the same
+step of the event loop, and the connection starts reading the log. Its reader
+replays matching events up to ``T``, sends ``replayed``, then catches up from
+``T`` with every subscription and goes live where the hub stands, so nothing
+is lost or doubled at the seam, and nothing is held in memory meanwhile.
 """
 
 from __future__ import annotations
@@ -12,20 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
 
 import msgspec
 from aiolimiter import AsyncLimiter
 
+from secstream.acks import AckWriter
 from secstream.auth import Authenticator
-from secstream.connection import Connection, State, Subscription
-from secstream.entries import START, StreamEntry
-from secstream.errors import (
-    WS_4008_RATE_LIMITED,
-    AuthError,
-    LogUnavailable,
-)
+from secstream.connection import Connection, ReplayJob, State, Subscription, newest
+from secstream.entries import START
+from secstream.errors import WS_1011_INTERNAL_ERROR, WS_4008_RATE_LIMITED, AuthError
 from secstream.events import expand, is_valid_pattern
 from secstream.hub import Hub
 from secstream.protocol import (
@@ -40,7 +37,6 @@ from secstream.protocol import (
     Ref,
     Refresh,
     Refreshed,
-    Replayed,
     Subscribe,
     Subscribed,
     Unsubscribe,
@@ -50,11 +46,11 @@ from secstream.protocol import (
     parse_offset,
     ref_of,
 )
+from secstream.reader import LogReader
 from secstream.types import Offset
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 MAX_SUBSCRIPTIONS = 64
 MAX_TEST_ID = 256
 _VIOLATION_WINDOW = 10.0
@@ -66,6 +62,7 @@ class Session:
         conn: Connection,
         hub: Hub,
         auth: Authenticator,
+        acks: AckWriter,
         *,
         client_rate: float,
         client_burst: int,
@@ -76,24 +73,41 @@ class Session:
         self.conn = conn
         self.hub = hub
         self.auth = auth
-        self.replay_limit = replay_limit
+        self.acks = acks
         self._limiter = AsyncLimiter(client_burst, client_burst / client_rate)
         # Tolerate a burst's worth of refused frames per window, then close 4008.
         self._violations = AsyncLimiter(client_burst, _VIOLATION_WINDOW)
         self._on_rate_limited = on_rate_limited
-        self._on_replayed = on_replayed
-        self._replays: asyncio.Queue[
-            tuple[Subscription, Offset | None, Offset | None, Ref | None]
-        ]
-        self._replays = asyncio.Queue()
+        self._reader = LogReader(
+            conn,
+            hub.log,
+            hub,
+            replay_limit=replay_limit,
+            gate=hub.reads,
+            stored_offset=self._stored_offset,
+            on_replayed=on_replayed,
+        )
+        self._reading: asyncio.Task[None] | None = None
+        conn.when_reading(self.start_reader)
+
+    def start_reader(self) -> None:
+        """The connection started reading the log: run its reader, if it is not running."""
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.create_task(self._read_log())
+
+    async def _read_log(self) -> None:
+        try:
+            await self._reader.run()
+        except Exception:
+            logger.exception("reading the log for a connection failed")
+            self.conn.close(WS_1011_INTERNAL_ERROR)
 
     async def run(self) -> None:
-        """Read frames and run replays until the peer goes or the connection closes."""
+        """Read frames until the peer goes or the connection closes."""
         conn = self.conn
         tasks = [
             asyncio.create_task(self._read()),
             asyncio.create_task(conn.run_sender()),
-            asyncio.create_task(self._run_replays()),
             asyncio.create_task(conn.closed.wait()),
         ]
         try:
@@ -104,6 +118,8 @@ class Session:
                     if not isinstance(exc, OSError | ConnectionError):
                         logger.error("connection task failed", exc_info=exc)
         finally:
+            if self._reading is not None:
+                tasks.append(self._reading)
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -155,7 +171,7 @@ class Session:
             case Ack(offset=offset, id=ref):
                 self._ack(offset, ref)
             case Pong():
-                self.conn.awaiting_pong_since = None
+                self.conn.pong()
             case Ping(id=ref):
                 self.conn.send_control(encode(PongReply(ref=ref)))
             case Refresh(token=token, id=ref):
@@ -187,91 +203,43 @@ class Session:
             return self._error("bad_request", "test_id must be 1 to 256 characters", ref)
         if len(conn.subscriptions) >= MAX_SUBSCRIPTIONS:
             return self._error("bad_request", f"at most {MAX_SUBSCRIPTIONS} subscriptions", ref)
-        # Before the hub knows where the log ends (Redis was down at start), nothing
-        # has been dispatched: the replay then runs up to where the tail begins.
-        upto = self.hub.last_id if self.hub.positioned.is_set() else None
-        since = msg.since
+        position = conn.current_position(self.hub.position)
         sub = Subscription(
             id=conn.new_subscription_id(),
             patterns=list(msg.event_types),
             types=expand(msg.event_types, allowed),
             test_id=msg.test_id,
-            covers_from=parse_offset(upto or START),
+            covers_from=parse_offset(position or START),
+            latest=msg.latest,
         )
         # One step of the event loop: index and position together (the seam).
-        conn.replaying += 1
         self.hub.subscribe(conn, sub)
         conn.send_control(
             encode(Subscribed(subscription=sub.id, event_types=sub.patterns, ref=ref))
         )
-        self._replays.put_nowait((sub, since, upto, ref))
+        conn.request_replay(ReplayJob(sub, msg.since, position, ref), position)
         return None
-
-    async def _run_replays(self) -> None:
-        while True:
-            sub, since, upto, ref = await self._replays.get()
-            count, truncated = 0, False
-            try:
-                if upto is None:
-                    await self.hub.positioned.wait()
-                    upto = self.hub.start_id
-                    sub.covers_from = parse_offset(upto)
-                if since is None and self.conn.client_id is not None:
-                    since = await self._stored_offset()
-                if since is not None and sub.id in self.conn.subscriptions:
-                    sub.covers_from = min(sub.covers_from, parse_offset(since))
-                    count, truncated = await self._replay(sub, since, upto)
-            finally:
-                self.conn.send_control(
-                    encode(
-                        Replayed(subscription=sub.id, count=count, truncated=truncated, ref=ref)
-                    )
-                )
-                self.conn.replaying -= 1
-                if not self.conn.replaying:
-                    self.conn.release_held()
 
     async def _stored_offset(self) -> Offset | None:
         conn = self.conn
         assert conn.client_id is not None
-        stored = await _retrying(
-            lambda: self.hub.log.stored_offset(conn.principal.sub, conn.client_id or "")
-        )
-        pending = self.hub.pending_ack(conn.principal.sub, conn.client_id)
-        if pending is not None and (stored is None or parse_offset(pending) > parse_offset(stored)):
-            return pending
-        return stored
-
-    async def _replay(self, sub: Subscription, since: Offset, upto: Offset) -> tuple[int, bool]:
-        conn = self.conn
-        principal = conn.principal
-
-        def match(entry: StreamEntry) -> bool:
-            aud = entry.audience
-            return (
-                sub.matches(entry)
-                and (aud is None or aud.admits(principal.sub, principal.groups, principal.roles))
-                and not conn.already_delivered(entry, sub)
-            )
-
-        result = await _retrying(
-            lambda: self.hub.log.replay(
-                since, upto, match, limit=self.replay_limit, test_id=sub.test_id
-            )
-        )
-        for entry in result.entries:
-            conn.send_event(entry)
-        if self._on_replayed is not None:
-            self._on_replayed(len(result.entries))
-        return len(result.entries), result.truncated
+        stored = await self.hub.log.stored_offset(conn.principal.sub, conn.client_id)
+        pending = self.acks.pending(conn.principal.sub, conn.client_id)
+        return newest(stored, pending) if pending is not None else stored
 
     def _ack(self, offset: str, ref: Ref | None) -> None:
-        if self.conn.client_id is None:
+        client_id = self.conn.client_id
+        if client_id is None:
             return self._error("no_client_id", "ack needs a connection with a client_id", ref)
         if not is_offset(offset) or offset == "0":
             return self._error("bad_request", "offset must be an event id", ref)
-        stored = self.hub.ack(self.conn, offset)
-        self._reply(Acked(offset=stored, ref=ref), ref)
+        conn = self.conn
+
+        def stored(value: Offset) -> None:
+            if ref is not None:
+                conn.send_control(encode(Acked(offset=value, ref=ref)))
+
+        self.acks.submit(conn.principal.sub, client_id, offset, stored)
         return None
 
     def _refresh(self, token: str, ref: Ref | None) -> None:
@@ -287,14 +255,3 @@ class Session:
         self.hub.replace_principal(conn, principal)
         self._reply(Refreshed(expires_at=principal.exp, ref=ref), ref)
         return None
-
-
-async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
-    """Wait out a Redis outage: the connection stays open and the work resumes after it."""
-    delay = 0.1
-    while True:
-        try:
-            return await call()
-        except LogUnavailable:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)

@@ -93,6 +93,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         connection_id=f"{service.node_id}-{uuid.uuid4().hex[:12]}",
         client_id=client_id,
         max_queue_bytes=service.settings.max_queue_bytes,
+        load=hub.load,
+        counters=hub.counters,
     )
     conn.send_control(
         encode(
@@ -111,6 +113,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         conn,
         hub,
         service.auth,
+        service.acks,
         client_rate=service.settings.client_rate,
         client_burst=service.settings.client_burst,
         replay_limit=service.settings.replay_limit,
@@ -121,7 +124,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await session.run()
     finally:
         closing = conn.state is State.CLOSING
-        conn.state = State.CLOSED
+        conn.finish()
         if conn.close_code == WS_4009_SLOW_CONSUMER:
             service.telemetry.slow_consumers.add(1)
         try:
@@ -134,8 +137,6 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             # Only now: drain() waits for the hub to empty before uvicorn's own
             # shutdown, which would close what is left with 1012.
             hub.remove(conn)
-        with contextlib.suppress(LogUnavailable):
-            await hub.flush_acks()
     return None
 
 
@@ -145,7 +146,7 @@ async def _resume_from(service: Service, sub: str, client_id: str | None) -> str
     stored: str | None = None
     with contextlib.suppress(LogUnavailable, TimeoutError):
         stored = await asyncio.wait_for(service.log.stored_offset(sub, client_id), 2)
-    pending = service.hub.pending_ack(sub, client_id)
+    pending = service.acks.pending(sub, client_id)
     if pending is not None and (stored is None or parse_offset(pending) > parse_offset(stored)):
         return pending
     return stored
