@@ -1,16 +1,17 @@
-"""One connection's outbox: coalescing keeps ids unique and increasing and never
-drops high or critical events; batching widens under load."""
+"""One connection's outbox: bounded, lossless (past the limit it reads the log),
+``latest`` replacement, legal state moves only, batching widens under load."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
 
 from secstream.auth import Principal
-from secstream.connection import Connection
+from secstream.connection import Connection, Subscription
 from secstream.entries import StreamEntry
 from secstream.events import receivable
 
@@ -61,58 +62,130 @@ def _seq(event_id: str) -> int:
     return int(event_id.split("-")[1])
 
 
-async def test_coalescing_keeps_the_newest_progress_per_test_and_every_alert() -> None:
-    conn, socket = _connection()
-    entries = [
-        _entry(1, test_id="a"), _entry(2, test_id="b"), _entry(3, test_id="a"),
-        _entry(4, "system.alert", test_id="a", priority="critical"),
-        _entry(5, test_id="a"), _entry(6, test_id="b"), _entry(7, test_id="a"),
-        _entry(8, test_id="a", priority="high"),
-    ]
-    for entry in entries:
-        conn.send_event(entry)
-    assert conn.coalesce() == 4  # a: 1, 3, 5 go (7 stays); b: 2 goes (6 stays)
+def _subscribe(conn: Connection, *, latest: bool = False, test_id: str | None = None) -> None:
+    types = frozenset({"test.progress", "system.alert", "system.status"})
+    sub = Subscription(conn.new_subscription_id(), ["*"], types, test_id, (0, 0), latest=latest)
+    conn.subscriptions[sub.id] = sub
+
+
+async def _drain(conn: Connection) -> None:
     sender = asyncio.create_task(conn.run_sender())
     await asyncio.sleep(0.01)
     sender.cancel()
 
-    events = _events(socket.frames)
-    ids = [_seq(e["id"]) for e in events]
-    assert ids == sorted(ids) and len(ids) == len(set(ids))
-    notices = {e["data"]["test_id"]: e for e in events if e["event_type"] == "connection.info"}
-    # Each notice takes the id of the newest event it stands for, and says how many.
-    assert _seq(notices["a"]["id"]) == 5 and notices["a"]["data"]["skipped"] == 3
-    assert _seq(notices["b"]["id"]) == 2 and notices["b"]["data"]["skipped"] == 1
-    kept = [_seq(e["id"]) for e in events if e["event_type"] != "connection.info"]
-    assert kept == [4, 6, 7, 8]  # the alert, the newest progress per test, the high one
-    assert conn.coalesced == 4
+
+async def test_without_latest_every_progress_event_is_kept() -> None:
+    conn, socket = _connection()
+    _subscribe(conn)
+    for seq in range(1, 6):
+        conn.deliver(_entry(seq), f"1000-{seq - 1}")
+    await _drain(conn)
+    assert [_seq(e["id"]) for e in _events(socket.frames)] == [1, 2, 3, 4, 5]
 
 
-async def test_a_second_coalescing_folds_the_earlier_notice_into_the_new_one() -> None:
-    conn, _ = _connection()
-    for seq in (1, 2, 3):
-        conn.send_event(_entry(seq))
-    conn.coalesce()
-    for seq in (4, 5):
-        conn.send_event(_entry(seq))
-    assert conn.coalesce() == 2  # 3 and 4 go; the earlier notice (for 1, 2) folds in
-    texts = [json.loads(item.text) for item in conn._outbox]
-    assert [(t["event_type"], _seq(t["id"])) for t in texts] == [
-        ("connection.info", 4), ("test.progress", 5)
+async def test_latest_replaces_waiting_progress_of_the_same_test_only() -> None:
+    conn, socket = _connection()
+    _subscribe(conn, latest=True)
+    entries = [
+        _entry(1, test_id="a"), _entry(2, test_id="b"), _entry(3, test_id="a"),
+        _entry(4, "system.alert", test_id="a", priority="critical"),
+        _entry(5, test_id="a"), _entry(6, test_id="b"),
     ]
-    assert texts[0]["data"]["skipped"] == 4
+    for entry in entries:
+        conn.deliver(entry, "0-0")
+    await _drain(conn)
+    ids = [_seq(e["id"]) for e in _events(socket.frames)]
+    assert ids == [4, 5, 6]  # the alert, and the newest progress of each test, in id order
+    assert conn.queued_bytes == 0
+
+
+async def test_latest_does_not_apply_when_another_subscription_wants_every_line() -> None:
+    conn, socket = _connection()
+    _subscribe(conn, latest=True)
+    _subscribe(conn, test_id="a")
+    for seq in (1, 2, 3):
+        conn.deliver(_entry(seq, test_id="a"), "0-0")
+    await _drain(conn)
+    assert [_seq(e["id"]) for e in _events(socket.frames)] == [1, 2, 3]
+
+
+async def test_past_the_queue_limit_the_connection_reads_instead_of_queuing() -> None:
+    conn, socket = _connection(max_queue_bytes=400)
+    _subscribe(conn)
+    reads: list[str | None] = []
+    conn.when_reading(lambda: reads.append(conn.position))
+    for seq in range(1, 8):
+        conn.deliver(_entry(seq), f"1000-{seq - 1}")
+    assert conn.reading and reads == [conn.position]
+    queued = conn.queue_depth
+    assert conn.queued_bytes <= 400 + 200  # the limit, plus the notice
+    # It reads from just before the first event it did not queue.
+    assert conn.position == f"1000-{queued - 1}"
+    await _drain(conn)
+    frames = socket.frames
+    assert frames[0] == {"type": "connection.info", "state": "catching_up", "behind": queued}
+    assert [_seq(e["id"]) for e in _events(frames[1:])] == list(range(1, queued))
+    conn.advance("1000-7")
+    conn.go_live()
+    await _drain(conn)
+    assert socket.frames[-1] == {"type": "connection.info", "state": "live"}
+
+
+async def test_state_moves_only_through_legal_transitions() -> None:
+    conn, _ = _connection()
+    with pytest.raises(RuntimeError):
+        conn.go_live()
+    with pytest.raises(RuntimeError):
+        conn.advance("1-0")
+    conn.close(4009)
+    conn.finish()
+    with pytest.raises(RuntimeError):
+        conn.finish()
+
+
+async def test_nothing_is_sent_or_counted_after_a_close() -> None:
+    conn, socket = _connection()
+    _subscribe(conn)
+    conn.deliver(_entry(1), "0-0")
+    conn.close(4009)
+    conn.deliver(_entry(2), "1000-1")
+    conn.push(_entry(3))
+    await _drain(conn)
+    assert socket.frames == [] and conn.sent == 0 and conn.queued_bytes == 0
+
+
+async def test_stalled_only_while_frames_wait() -> None:
+    conn, _ = _connection()
+    _subscribe(conn)
+    assert not conn.stalled(time.monotonic() + 100, 30)
+    conn.deliver(_entry(1), "0-0")
+    assert conn.stalled(time.monotonic() + 31, 30)
+    await _drain(conn)
+    assert not conn.stalled(time.monotonic() + 100, 30)
+
+
+class _Load:
+    def __init__(self, overloaded: bool) -> None:
+        self.overloaded = overloaded
 
 
 async def test_under_load_a_sender_waits_so_more_events_share_a_frame() -> None:
     for under_load, expected_frames in ((False, 2), (True, 1)):
-        conn, socket = _connection()
-        conn.under_load = under_load
+        socket = RecordingSocket()
+        principal = Principal(
+            "u-1", frozenset({"viewer"}), frozenset(), 2e9, receivable(["viewer"])
+        )
+        conn = Connection(
+            socket, principal, connection_id="c-1", client_id=None, max_queue_bytes=1 << 20,
+            load=_Load(under_load),
+        )
+        _subscribe(conn)
         sender = asyncio.create_task(conn.run_sender())
         await asyncio.sleep(0)
-        conn.send_event(_entry(1, "system.status"))
+        conn.push(_entry(1, "system.status"))
         await asyncio.sleep(0.01)  # a normal sender has sent event 1 alone by now
         for seq in range(2, 6):
-            conn.send_event(_entry(seq, "system.status"))
+            conn.push(_entry(seq, "system.status"))
         await asyncio.sleep(0.1)
         sender.cancel()
         assert len(socket.frames) == expected_frames, (under_load, socket.frames)

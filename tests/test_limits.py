@@ -100,13 +100,11 @@ async def test_an_overloaded_process_refuses_new_connections_and_recovers_by_its
             time.sleep(0.6)  # block the event loop: a lag the watch must notice  # noqa: ASYNC251
             await _eventually(lambda: hub.overloaded)
             assert len(hub.connections) == 1
-            assert all(c.under_load for c in hub.connections.values())
             with pytest.raises(InvalidStatus) as refused:
                 async with connect(f"{app.ws_url}?token={app.token('u-2', ['viewer'])}"):
                     pass
             assert refused.value.response.status_code == 503
             await _eventually(lambda: not hub.overloaded)
             assert len(hub.connections) == 1
-            assert not any(c.under_load for c in hub.connections.values())
             async with app.ws(app.token("u-3", ["viewer"])) as late:
                 assert late.welcome["user_id"] == "u-3"

@@ -28,7 +28,8 @@ from secstream.types import Offset
 
 T = TypeVar("T")
 PAGE = 500
-"""Log entries one catch-up read examines."""
+"""Log entries one catch-up read examines at most."""
+_MIN_PAGE = 8
 _TRUNCATION_CHECK_PAGES = 20
 
 
@@ -60,6 +61,13 @@ class LogReader:
         self._stored_offset = stored_offset
         self._on_replayed = on_replayed
         self._pages = 0
+        self._bytes_per_entry = 256.0
+        """What one entry examined has added to the queue, on average (a moving one)."""
+
+    def _page_size(self) -> int:
+        """Entries for about half a queue: a page fits the room the sender has made."""
+        room = self.conn.max_queue_bytes / 2
+        return max(_MIN_PAGE, min(PAGE, int(room / max(self._bytes_per_entry, 1.0))))
 
     async def run(self) -> None:
         """Until the connection is live again (or closes)."""
@@ -103,13 +111,16 @@ class LogReader:
                 )
             truncated = plan.truncated
             sub.covers_from = min(sub.covers_from, parse_offset(since))
-            async for page in replay.pages(self.log, plan, match, test_id=sub.test_id):
+            async for page in replay.pages(
+                self.log, plan, match, test_id=sub.test_id, page=self._page_size()
+            ):
                 for entry in page:
+                    if not conn.has_room:
+                        await conn.wait_for_room()
+                    if conn.state is not State.OPEN:
+                        return
                     conn.push(entry)
-                count += len(page)
-                await conn.wait_for_room()
-                if conn.state is not State.OPEN:
-                    return
+                    count += 1
         finally:
             conn.send_control(
                 encode(Replayed(subscription=sub.id, count=count, truncated=truncated, ref=job.ref))
@@ -135,8 +146,9 @@ class LogReader:
             if await self.log.truncated_after(position):
                 conn.send_control(encode(ConnectionInfo(state="catching_up", truncated=True)))
         self._pages += 1
+        size = self._page_size()
         async with self.gate:
-            rows = await self.log.read(position, count=PAGE, test_id=conn.single_test_id)
+            rows = await self.log.read(position, count=size, test_id=conn.single_test_id)
         if conn.state is not State.OPEN or conn.replays or conn.position != position:
             return False
         # Entries past the hub's position come live: stop there.
@@ -144,19 +156,24 @@ class LogReader:
         end_key = parse_offset(end)
         now = time.time()
         last = position
+        examined = pushed = 0
         for entry in rows:
             if entry.key > end_key:
                 last = end
                 break
             last = entry.id
+            examined += 1
             if not entry.expired(now) and conn.wants(entry):
                 conn.push(entry)
+                pushed += len(entry.frame)
                 if not conn.has_room:
                     break
         else:
             # The whole source up to `before` was visible to this read.
-            if len(rows) < PAGE and parse_offset(before) > parse_offset(last):
+            if len(rows) < size and parse_offset(before) > parse_offset(last):
                 last = before
+        if examined:
+            self._bytes_per_entry = 0.5 * self._bytes_per_entry + 0.5 * pushed / examined
         conn.advance(last)
         return False
 

@@ -107,8 +107,10 @@ async def pages(
     *,
     test_id: str | None = None,
     now: float | None = None,
+    page: int = PAGE,
 ) -> AsyncIterator[list[StreamEntry]]:
-    """The planned replay in id order, a page at a time (a page may be empty)."""
+    """The planned replay in id order, a page of at most ``page`` log entries at a time
+    (a page may hold none)."""
     now = time.time() if now is None else now
 
     def keep(entry: StreamEntry) -> bool:
@@ -120,45 +122,45 @@ async def pages(
 
     skip = p.skip_critical
     if p.critical_below:
-        page: list[StreamEntry] = []
-        async for entry in _criticals(log, p.since, p.upto, below=p.floor):
+        kept: list[StreamEntry] = []
+        async for entry in _criticals(log, p.since, p.upto, below=p.floor, page=page):
             if (test_id is not None and entry.test_id != test_id) or not keep(entry):
                 continue
             if skip:
                 skip -= 1
                 continue
-            page.append(entry)
-            if len(page) == PAGE:
-                yield page
-                page = []
-        if page:
-            yield page
+            kept.append(entry)
+            if len(kept) == page:
+                yield kept
+                kept = []
+        if kept:
+            yield kept
         if p.floor is None:
             return
     after, inclusive = (p.floor, True) if p.floor is not None else (p.since, False)
     while True:
-        rows = await log.read(after, count=PAGE, upto=p.upto, test_id=test_id, inclusive=inclusive)
+        rows = await log.read(after, count=page, upto=p.upto, test_id=test_id, inclusive=inclusive)
         if not rows:
             return
         yield [e for e in rows if keep(e)]
-        if len(rows) < PAGE:
+        if len(rows) < page:
             return
         after, inclusive = rows[-1].id, False
 
 
 async def _criticals(
-    log: LogReads, since: Offset, upto: Offset, *, below: Offset | None
+    log: LogReads, since: Offset, upto: Offset, *, below: Offset | None, page: int = PAGE
 ) -> AsyncIterator[StreamEntry]:
     """The critical stream's entries in (since, upto], or in (since, below) when given."""
     bound = parse_offset(below) if below is not None else None
     after = since
     while True:
-        rows = await log.read(after, count=PAGE, upto=upto, critical=True)
+        rows = await log.read(after, count=page, upto=upto, critical=True)
         for entry in rows:
             if bound is not None and entry.key >= bound:
                 return
             yield entry
-        if len(rows) < PAGE:
+        if len(rows) < page:
             return
         after = rows[-1].id
 
