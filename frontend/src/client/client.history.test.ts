@@ -113,6 +113,31 @@ describe('since is used as given', () => {
     expect(replayed).toEqual([1, 1]);
   });
 
+  it('sends a subscribe refused for the rate again a second later, with its since', async () => {
+    let refused = 0;
+    server = await startTestServer({
+      onConnection: (ws) => {
+        welcome(ws);
+        ws.on('message', (raw) => {
+          const f = JSON.parse(String(raw)) as Frame;
+          if (f['type'] === 'subscribe' && refused++ === 0) {
+            ws.send(JSON.stringify({ type: 'error', code: 'rate_limited', message: 'slow down', ref: f['id'] }));
+          }
+        });
+      },
+    });
+    const c = makeClient(server);
+    c.subscribe(['test.*'], () => undefined, { testId: 't-1', since: '0' });
+    c.connect();
+    await until(() => framesOf(server!, 'subscribe').length === 1);
+    const at = Date.now();
+    await until(() => framesOf(server!, 'subscribe').length === 2, 5000, 'the second subscribe');
+    expect(Date.now() - at).toBeGreaterThanOrEqual(900);
+    expect(framesOf(server, 'subscribe')[1]).toMatchObject({ test_id: 't-1', since: '0' });
+    await new Promise((r) => setTimeout(r, 1200));
+    expect(framesOf(server, 'subscribe')).toHaveLength(2);
+  });
+
   it('sends latest: true only when asked', async () => {
     server = await startTestServer({ onConnection: (ws) => welcome(ws) });
     const c = makeClient(server);

@@ -158,6 +158,8 @@ interface LocalSubscription {
 
 const OPEN = 1;
 const ACK_MIN_GAP_MS = 250;
+/** Past the server's inbound rate (20/s, burst 40 by default) a refused subscribe is sent again after this. */
+const SUBSCRIBE_RETRY_MS = 1000;
 
 export class EventClient {
   private readonly o: Required<
@@ -343,7 +345,7 @@ export class EventClient {
       removed: false,
     };
     this.subs.set(sub.key, sub);
-    if (this.welcomed && this.subscribed) this.sendSubscribe(sub, sub.since ?? this.resumeOffset() ?? undefined);
+    if (this.welcomed && this.subscribed) this.sendSubscribe(sub, this.sinceFor(sub, this.resumeOffset() ?? undefined));
     return {
       eventTypes: sub.eventTypes,
       testId: sub.testId,
@@ -573,10 +575,13 @@ export class EventClient {
     this.subscribed = true;
     for (const sub of this.subs.values()) {
       sub.serverId = null;
-      // a replay asked for runs from its own `since` until it has completed once
-      const since = sub.since !== undefined && !sub.replayDone ? sub.since : (from ?? sub.since);
-      this.sendSubscribe(sub, since);
+      this.sendSubscribe(sub, this.sinceFor(sub, from));
     }
+  }
+
+  /** A replay asked for runs from its own `since` until it has completed once; then from `from`. */
+  private sinceFor(sub: LocalSubscription, from: Offset | undefined): Offset | undefined {
+    return sub.since !== undefined && !sub.replayDone ? sub.since : (from ?? sub.since);
   }
 
   /** `next` of `GET /api/v1/events` without `since`: the current end of the log. */
@@ -636,7 +641,9 @@ export class EventClient {
         this.onConnectionInfo(frame);
         break;
       case 'error': {
+        const refused = frame.ref !== undefined ? this.pendingRefs.get(String(frame.ref)) : undefined;
         if (frame.ref !== undefined) this.pendingRefs.delete(String(frame.ref));
+        if (refused && frame.code === 'rate_limited') this.retrySubscribe(refused);
         const kind = frame.code === 'invalid_token' || frame.code === 'forbidden' ? 'auth' : 'server';
         this.emitter.emit('error', {
           kind,
@@ -724,6 +731,16 @@ export class EventClient {
       ...(since !== undefined ? { since } : {}),
       ...(sub.latest ? { latest: true } : {}),
     });
+  }
+
+  /** A subscribe refused for the rate: send it again a little later on the same connection. */
+  private retrySubscribe(sub: LocalSubscription): void {
+    const gen = this.generation;
+    setTimeout(() => {
+      if (gen !== this.generation || !this.welcomed || sub.removed || sub.serverId !== null) return;
+      if (!this.subs.has(sub.key)) return;
+      this.sendSubscribe(sub, this.sinceFor(sub, this.resumeOffset() ?? undefined));
+    }, SUBSCRIBE_RETRY_MS);
   }
 
   private removeSubscription(sub: LocalSubscription): void {
