@@ -11,6 +11,8 @@ import { useWebSocket } from '../react/useWebSocket';
 import type { Session } from './auth';
 
 const OUTPUT_PANELS = 24;
+/** The most recent tests whose output is replayed from their start when their panel opens. */
+const HISTORY_TESTS = 20;
 
 export function Dashboard({
   session,
@@ -105,8 +107,8 @@ export function Dashboard({
           <p className="widget__empty panel">Output of every test appears here as it runs.</p>
         ) : (
           <div className="outputs__grid">
-            {panels.map((id) => (
-              <TestOutputStreamer key={id} testId={id} summary={live.tests[id]} />
+            {panels.map((id, i) => (
+              <TestOutputStreamer key={id} testId={id} summary={live.tests[id]} history={i < HISTORY_TESTS} />
             ))}
           </div>
         )}

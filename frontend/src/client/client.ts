@@ -24,6 +24,7 @@ import {
   parseFrame,
   SUBPROTOCOL,
   type ClientMessage,
+  type ConnectionInfoFrame,
   type EventEnvelope,
   type Offset,
   type ServerFrame,
@@ -93,12 +94,31 @@ export interface ClientStatus {
   userId: string | null;
   roles: string[];
   lastEventId: Offset | null;
+  /** Where the connection stands against the log (`connection.info`); `live` when not connected. */
+  sync: SyncState;
+}
+
+/** `catching_up`: the server reads the log for this connection, `behind` events wait. */
+export type SyncState = { state: 'live' } | { state: 'catching_up'; behind: number | null };
+const LIVE: SyncState = { state: 'live' };
+
+export interface ReplayResult {
+  count: number;
+  /** Matching events after `since` are no longer all in the log (retention or the replay limit). */
+  truncated: boolean;
 }
 
 export interface SubscribeOptions {
   testId?: string;
-  /** Replay from here on the first subscribe (later ones resume from the last id). */
+  /**
+   * Replay from here, as given, until this subscription's replay has completed
+   * (`replayed`); a reconnect after that resumes from the last processed id.
+   */
   since?: Offset;
+  /** Queued `test.progress` events of one test may be replaced by the newest (state-only widgets). */
+  latest?: boolean;
+  /** Called on each `replayed` frame of this subscription. */
+  onReplayed?: (result: ReplayResult) => void;
 }
 
 export interface Subscription {
@@ -111,8 +131,13 @@ export interface EventClientEvents {
   state: ClientStatus;
   event: EventEnvelope;
   welcome: WelcomeFrame;
-  /** A replay or poll could not deliver everything after the offset asked for. */
-  truncated: { subscription: string | null };
+  /**
+   * Events were no longer in the log: a subscription's replay (`replay`, with
+   * its `testId` if it has one), a poll (`poll`) or catching up (`catch_up`).
+   */
+  truncated: { subscription: string | null; testId: string | null; source: 'replay' | 'poll' | 'catch_up' };
+  /** A `connection.info` frame. */
+  sync: ConnectionInfoFrame;
   /** An `error` frame, or an error the client hit (also reflected in status). */
   error: ClientError;
 }
@@ -122,13 +147,19 @@ interface LocalSubscription {
   eventTypes: string[];
   testId: string | undefined;
   since: Offset | undefined;
+  latest: boolean;
   listener: (event: EventEnvelope) => void;
+  onReplayed: ((result: ReplayResult) => void) | undefined;
   serverId: string | null;
+  /** Its replay from `since` completed once: later subscribes resume from the last id. */
+  replayDone: boolean;
   removed: boolean;
 }
 
 const OPEN = 1;
 const ACK_MIN_GAP_MS = 250;
+/** Past the server's inbound rate (20/s, burst 40 by default) a refused subscribe is sent again after this. */
+const SUBSCRIBE_RETRY_MS = 1000;
 
 export class EventClient {
   private readonly o: Required<
@@ -218,6 +249,7 @@ export class EventClient {
       userId: null,
       roles: [],
       lastEventId: null,
+      sync: LIVE,
     };
     this.poller = new Poller({
       baseUrl: this.o.httpUrl,
@@ -305,12 +337,15 @@ export class EventClient {
       eventTypes: [...eventTypes],
       testId: options.testId,
       since: options.since,
+      latest: options.latest === true,
       listener,
+      onReplayed: options.onReplayed,
       serverId: null,
+      replayDone: false,
       removed: false,
     };
     this.subs.set(sub.key, sub);
-    if (this.welcomed && this.subscribed) this.sendSubscribe(sub, this.resumeOffset() ?? sub.since);
+    if (this.welcomed && this.subscribed) this.sendSubscribe(sub, this.sinceFor(sub, this.resumeOffset() ?? undefined));
     return {
       eventTypes: sub.eventTypes,
       testId: sub.testId,
@@ -399,7 +434,7 @@ export class EventClient {
     this.welcomed = false;
     this.opened = false;
     this.clearConnectionTimers();
-    this.setStatus({ connectionId: null, transport: this.pollWorking ? 'polling' : null });
+    this.setStatus({ connectionId: null, transport: this.pollWorking ? 'polling' : null, sync: LIVE });
     if (this.intentional) return;
     const info = describeClose(code, reason);
     if (info.refreshToken) this.forceToken = 'expired';
@@ -516,6 +551,7 @@ export class EventClient {
       connectionId: frame.connection_id,
       userId: frame.user_id,
       roles: frame.roles,
+      sync: LIVE,
     });
     this.emitter.emit('welcome', frame);
     this.pendingRefs.clear();
@@ -539,8 +575,13 @@ export class EventClient {
     this.subscribed = true;
     for (const sub of this.subs.values()) {
       sub.serverId = null;
-      this.sendSubscribe(sub, from ?? sub.since);
+      this.sendSubscribe(sub, this.sinceFor(sub, from));
     }
+  }
+
+  /** A replay asked for runs from its own `since` until it has completed once; then from `from`. */
+  private sinceFor(sub: LocalSubscription, from: Offset | undefined): Offset | undefined {
+    return sub.since !== undefined && !sub.replayDone ? sub.since : (from ?? sub.since);
   }
 
   /** `next` of `GET /api/v1/events` without `since`: the current end of the log. */
@@ -594,10 +635,15 @@ export class EventClient {
         break;
       }
       case 'replayed':
-        if (frame.truncated) this.emitter.emit('truncated', { subscription: frame.subscription });
+        this.onReplayed(frame.subscription, { count: frame.count, truncated: frame.truncated === true });
+        break;
+      case 'connection.info':
+        this.onConnectionInfo(frame);
         break;
       case 'error': {
+        const refused = frame.ref !== undefined ? this.pendingRefs.get(String(frame.ref)) : undefined;
         if (frame.ref !== undefined) this.pendingRefs.delete(String(frame.ref));
+        if (refused && frame.code === 'rate_limited') this.retrySubscribe(refused);
         const kind = frame.code === 'invalid_token' || frame.code === 'forbidden' ? 'auth' : 'server';
         this.emitter.emit('error', {
           kind,
@@ -612,6 +658,33 @@ export class EventClient {
       }
       default:
         break; // pong, acked, refreshed, unsubscribed: nothing to do
+    }
+  }
+
+  private onReplayed(subscription: string, result: ReplayResult): void {
+    let sub: LocalSubscription | undefined;
+    for (const s of this.subs.values()) if (s.serverId === subscription) sub = s;
+    if (result.truncated) {
+      this.emitter.emit('truncated', { subscription, testId: sub?.testId ?? null, source: 'replay' });
+    }
+    if (!sub || sub.removed) return;
+    sub.replayDone = true;
+    try {
+      sub.onReplayed?.(result);
+    } catch (err) {
+      console.error('secstream onReplayed callback failed', err);
+    }
+  }
+
+  private onConnectionInfo(frame: ConnectionInfoFrame): void {
+    const sync: SyncState =
+      frame.state === 'catching_up'
+        ? { state: 'catching_up', behind: typeof frame.behind === 'number' ? frame.behind : null }
+        : LIVE;
+    this.setStatus({ sync });
+    this.emitter.emit('sync', frame);
+    if (frame.truncated === true) {
+      this.emitter.emit('truncated', { subscription: null, testId: null, source: 'catch_up' });
     }
   }
 
@@ -656,7 +729,18 @@ export class EventClient {
       event_types: sub.eventTypes,
       ...(sub.testId !== undefined ? { test_id: sub.testId } : {}),
       ...(since !== undefined ? { since } : {}),
+      ...(sub.latest ? { latest: true } : {}),
     });
+  }
+
+  /** A subscribe refused for the rate: send it again a little later on the same connection. */
+  private retrySubscribe(sub: LocalSubscription): void {
+    const gen = this.generation;
+    setTimeout(() => {
+      if (gen !== this.generation || !this.welcomed || sub.removed || sub.serverId !== null) return;
+      if (!this.subs.has(sub.key)) return;
+      this.sendSubscribe(sub, this.sinceFor(sub, this.resumeOffset() ?? undefined));
+    }, SUBSCRIBE_RETRY_MS);
   }
 
   private removeSubscription(sub: LocalSubscription): void {
@@ -686,9 +770,11 @@ export class EventClient {
     if (this.ackTimer !== null) clearTimeout(this.ackTimer);
     this.ackTimer = null;
     if (!this.clientId || !this.welcomed || this.lastId === null) return;
-    if (this.lastAcked === this.lastId) return;
-    if (this.send({ type: 'ack', id: `a${this.nextRef++}`, offset: this.lastId })) {
-      this.lastAcked = this.lastId;
+    // the resume point, not the last id: a history replay's ids are older than it
+    const offset = this.resumeOffset() ?? this.lastId;
+    if (this.lastAcked === offset) return;
+    if (this.send({ type: 'ack', id: `a${this.nextRef++}`, offset })) {
+      this.lastAcked = offset;
       this.lastAckAt = Date.now();
       this.unacked = 0;
     }
@@ -760,7 +846,7 @@ export class EventClient {
       if (next && (this.pollCursor === null || compareOffsets(next, this.pollCursor) > 0)) {
         this.pollCursor = next;
       }
-      if (truncated) this.emitter.emit('truncated', { subscription: null });
+      if (truncated) this.emitter.emit('truncated', { subscription: null, testId: null, source: 'poll' });
       if (events.length) this.setStatus({});
       return true;
     }
@@ -785,9 +871,17 @@ export class EventClient {
 
   // -- helpers ------------------------------------------------------------------
 
-  /** Where a new subscription or poll resumes: the last processed id, else the poll cursor. */
+  /**
+   * Where a new subscription or poll resumes: the newer of the last processed id
+   * and the poll cursor (the end of the log pinned at start, or the last poll's
+   * `next`). A history replay brings ids older than that cursor, and resuming
+   * from one of them would replay everything since.
+   */
   private resumeOffset(): Offset | null {
-    return this.lastId ?? this.pollCursor;
+    const last = this.lastId;
+    const cursor = this.pollCursor;
+    if (last === null || cursor === null) return last ?? cursor;
+    return compareOffsets(last, cursor) >= 0 ? last : cursor;
   }
 
   private patternUnion(): string[] {

@@ -69,6 +69,18 @@ export interface ReplayedFrame {
   count: number;
   truncated: boolean;
 }
+/**
+ * The connection's place against the log (a frame of its own, not an event):
+ * `catching_up` while the server reads the log for it (`behind` events known
+ * to wait), `live` once it is back on live delivery. `truncated`: retention
+ * took events this connection had not received yet.
+ */
+export interface ConnectionInfoFrame {
+  type: 'connection.info';
+  state: 'catching_up' | 'live';
+  behind?: number;
+  truncated?: boolean;
+}
 export interface UnsubscribedFrame {
   type: 'unsubscribed';
   ref?: Ref;
@@ -116,6 +128,7 @@ export type ServerFrame =
   | BatchFrame
   | SubscribedFrame
   | ReplayedFrame
+  | ConnectionInfoFrame
   | UnsubscribedFrame
   | AckedFrame
   | RefreshedFrame
@@ -132,6 +145,8 @@ export interface SubscribeMessage {
   event_types: string[];
   test_id?: string;
   since?: Offset;
+  /** Queued `test.progress` events of one test may be replaced by the newest (state-only widgets). */
+  latest?: boolean;
 }
 export interface UnsubscribeMessage {
   type: 'unsubscribe';

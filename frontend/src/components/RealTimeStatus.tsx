@@ -33,11 +33,17 @@ export function RealTimeStatus({ compact = false }: { compact?: boolean }) {
       className={`rt-status rt-status--${status.state}`}
       data-testid="connection-status"
       data-state={status.state}
+      data-sync={status.sync.state}
       role="status"
       aria-live="polite"
     >
       <span className="rt-status__dot" aria-hidden="true" />
       <span className="rt-status__label">{LABELS[status.state] ?? status.state}</span>
+      {status.sync.state === 'catching_up' && (
+        <span className="rt-status__sync" data-testid="connection-sync">
+          catching up{status.sync.behind !== null ? ` (${status.sync.behind.toLocaleString('en')} behind)` : ''}
+        </span>
+      )}
       {seconds !== null && status.state !== 'connected' && (
         <span className="rt-status__countdown" data-testid="reconnect-countdown">
           {status.state === 'polling' ? 'WebSocket retry' : 'retry'} in {seconds}s

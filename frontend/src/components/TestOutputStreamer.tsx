@@ -1,5 +1,6 @@
 import { memo, useCallback, useRef, useState } from 'react';
 import type { TestSummary } from '../react/liveState';
+import { useTestHistory } from '../react/useTestHistory';
 import { useTestOutput } from '../react/useTestOutput';
 import { VirtualList } from './VirtualList';
 
@@ -9,6 +10,8 @@ export interface TestOutputStreamerProps {
   height?: number;
   rowHeight?: number;
   throttleMs?: number;
+  /** Replay the test's output from its start when the view opens (default true). */
+  history?: boolean;
 }
 
 const LEVEL = /^\[!\]|\b(critical|vulnerab|exploit)/i;
@@ -30,8 +33,10 @@ export const TestOutputStreamer = memo(function TestOutputStreamer({
   height = 220,
   rowHeight = 18,
   throttleMs = 50,
+  history = true,
 }: TestOutputStreamerProps) {
-  const { lines } = useTestOutput(testId, throttleMs);
+  useTestHistory(testId, history);
+  const { lines, truncated } = useTestOutput(testId, throttleMs);
   const [follow, setFollow] = useState(true);
   const pausedAt = useRef(0);
   const count = lines.length;
@@ -92,6 +97,11 @@ export const TestOutputStreamer = memo(function TestOutputStreamer({
       >
         <div className={`progress__bar progress__bar--${status}`} style={{ width: `${progress}%` }} />
       </div>
+      {truncated && (
+        <div className="out-panel__truncated" data-testid="output-truncated" role="note">
+          Older output of this test is no longer kept; the lines below start later.
+        </div>
+      )}
       <div className="out-panel__body">
         {count === 0 ? (
           <div className="out-panel__empty" style={{ height }}>

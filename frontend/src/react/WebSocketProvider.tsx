@@ -22,12 +22,15 @@ export function WebSocketProvider({ client, options, autoConnect = true, childre
 
   useEffect(() => {
     const { client: c, output } = value;
-    const off = c.on('event', (event) => output.add(event));
+    const offEvent = c.on('event', (event) => output.add(event));
+    // a truncated replay of one test marks that test; any other loss marks every test held
+    const offTruncated = c.on('truncated', ({ testId }) => output.markTruncated(testId));
     if (autoConnect) c.connect();
     const online = () => c.retryNow();
     globalThis.addEventListener?.('online', online);
     return () => {
-      off();
+      offEvent();
+      offTruncated();
       globalThis.removeEventListener?.('online', online);
       if (autoConnect) c.disconnect();
     };

@@ -3,4 +3,5 @@ export { useWebSocket, type UseWebSocket } from './useWebSocket';
 export { useWebSocketSubscription, type SubscriptionOptions } from './useWebSocketSubscription';
 export { useRealTimeUpdates, LIVE_EVENT_TYPES } from './useRealTimeUpdates';
 export { useTestOutput } from './useTestOutput';
+export { useTestHistory, HISTORY_EVENT_TYPES } from './useTestHistory';
 export type { LiveState, TestSummary, Finding, Alert } from './liveState';

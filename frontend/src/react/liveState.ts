@@ -1,6 +1,6 @@
 /** The reduced live state of tests, findings, alerts and system status (pure, no React). */
 
-import type { EventEnvelope, Priority } from '../client/protocol';
+import { compareOffsets, type EventEnvelope, type Priority } from '../client/protocol';
 
 export type TestStatus = 'running' | 'completed' | 'error' | 'cancelled';
 
@@ -16,6 +16,8 @@ export interface TestSummary {
   startedAt: string;
   updatedAt: string;
   userId: string | null;
+  /** The newest event applied: an older one (a history replay) only adds lines and findings. */
+  lastEventId: string;
 }
 
 export type Severity = 'info' | 'low' | 'medium' | 'high' | 'critical';
@@ -98,7 +100,20 @@ export function reduceEvents(state: LiveState, events: EventEnvelope[], limits =
             startedAt: e.timestamp,
             updatedAt: e.timestamp,
             userId: e.user_id,
+            lastEventId: e.id,
           };
+      t.module = t.module ?? str(data['module']);
+      if (prev && compareOffsets(e.id, prev.lastEventId) <= 0) {
+        // history arriving after newer events: count it, keep the current state
+        if (e.event_type === 'test.progress' && typeof data['output'] === 'string') t.lines++;
+        if (e.event_type === 'test.started') t.startedAt = e.timestamp;
+        const older = findingsOf(e, testId);
+        t.findings += older.length;
+        if (older.length) findings = [...findings, ...older.reverse()].slice(0, limits.maxFindings);
+        tests[testId] = t;
+        continue;
+      }
+      t.lastEventId = e.id;
       t.module = str(data['module']) ?? t.module;
       t.updatedAt = e.timestamp;
       const progress = data['progress'];

@@ -6,8 +6,12 @@ import type { OutputLine } from './outputStore';
 /**
  * The output lines of one test, re-rendering at most once per frame (and per
  * `throttleMs`) however fast lines arrive. The array is the store's own: read, never mutate.
+ * `truncated`: the server no longer keeps the test's older output.
  */
-export function useTestOutput(testId: string, throttleMs = 50): { lines: readonly OutputLine[]; version: number } {
+export function useTestOutput(
+  testId: string,
+  throttleMs = 50,
+): { lines: readonly OutputLine[]; version: number; truncated: boolean } {
   const { output } = useWebSocketContext();
   const [version, setVersion] = useState(() => output.version(testId));
   const testRef = useRef(testId);
@@ -25,5 +29,5 @@ export function useTestOutput(testId: string, throttleMs = 50): { lines: readonl
     };
   }, [output, testId, throttleMs, bump]);
 
-  return { lines: output.lines(testId), version };
+  return { lines: output.lines(testId), version, truncated: output.truncated(testId) };
 }

@@ -8,8 +8,10 @@ export interface SubscriptionOptions {
   testId?: string;
   /** Deliver at most once per this many ms (and at most once per animation frame). */
   throttleMs?: number;
-  /** Replay from this offset on the first subscribe. */
+  /** Replay from this offset, as given (`"0"`: all retained), before live events. */
   since?: Offset;
+  /** Queued `test.progress` events of one test may be replaced by the newest (state-only widgets). */
+  latest?: boolean;
   enabled?: boolean;
 }
 
@@ -30,7 +32,7 @@ export function useWebSocketSubscription(
   optionsRef.current = options;
 
   const typesKey = [...eventTypes].sort().join(',');
-  const { testId, enabled = true, throttleMs = 0 } = options;
+  const { testId, enabled = true, throttleMs = 0, latest = false } = options;
 
   useEffect(() => {
     if (!enabled || !typesKey) return;
@@ -38,10 +40,11 @@ export function useWebSocketSubscription(
     const sub = client.subscribe(typesKey.split(','), (event) => batcher.push(event), {
       ...(testId !== undefined ? { testId } : {}),
       ...(optionsRef.current.since !== undefined ? { since: optionsRef.current.since } : {}),
+      ...(latest ? { latest } : {}),
     });
     return () => {
       sub.unsubscribe();
       batcher.cancel();
     };
-  }, [client, typesKey, testId, enabled, throttleMs]);
+  }, [client, typesKey, testId, enabled, throttleMs, latest]);
 }
