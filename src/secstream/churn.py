@@ -82,13 +82,15 @@ class Churn:
         self.published: dict[str, list[str]] = {t: [] for t in self.tests}
         self.newest: dict[str, str] = {}
         self.done = asyncio.Event()
+        self.report = Report(clients, 0)
+        self.results: list[list[str]] = []
 
     async def run(self) -> Report:
         started = time.monotonic()
         async with Publisher(self.redis_url, self.key_prefix) as pub:
             start = await pub.log.last_id()
-            report = Report(self.clients, 0)
-            results: list[list[str]] = [[] for _ in range(self.clients)]
+            report = self.report = Report(self.clients, 0)
+            results = self.results = [[] for _ in range(self.clients)]
             runners = [
                 asyncio.create_task(self._client(i, start, results[i], report))
                 for i in range(self.clients)

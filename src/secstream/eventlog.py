@@ -3,7 +3,10 @@
 Key layout (``P`` is ``SECSTREAM_KEY_PREFIX``; see docs/architecture.md):
 
     P:log                  every event; the stream id is the event ``id``
-    P:test:<test_id>       the same entries (same ids) of one test, for late joiners
+    P:test:<test_id>       the same entries (same ids) of one test, for late joiners;
+                           trimmed with the log (see trim)
+    P:tests                test ids by their newest event's time, for the trim
+    P:testcut:<test_id>    the newest id retention took from that test
     P:critical             the same entries of ``critical`` events, kept longer
     P:offset:<sub>:<cid>   the acknowledged offset of one durable client
     P:idem:<key>           ids appended under an Idempotency-Key (24 h)
@@ -107,8 +110,8 @@ if ARGV[1] == '1' then redis.call('SET', KEYS[3], joined, 'EX', ARGV[2]) end
 return {1, joined}
 """
 
-# KEYS: log, critical, trimmed, tests, tests' trimmed ids (hash)
-# ARGV: min id to keep in log, in critical, test key prefix
+# KEYS: log, critical, trimmed, tests
+# ARGV: min id to keep in log, in critical, test key prefix, test cut prefix, cut ttl
 # Per-test copies follow the log: a test whose newest event left the log goes whole;
 # the others lose what is older than the log's oldest entry.
 _TRIM = _LUA_IDS + """
@@ -124,8 +127,9 @@ local minid = ARGV[1]
 if #first > 0 then minid = first[1][1] end
 local cutoff = (idkey(minid))
 for _, t in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. cutoff)) do
+  local newest = redis.call('XREVRANGE', ARGV[3] .. t, '+', '-', 'COUNT', 1)
+  if #newest > 0 then redis.call('SET', ARGV[4] .. t, newest[1][1], 'EX', ARGV[5]) end
   redis.call('DEL', ARGV[3] .. t)
-  redis.call('HDEL', KEYS[5], t)
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. cutoff)
 for _, t in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], cutoff, '+inf')) do
@@ -134,7 +138,7 @@ for _, t in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], cutoff, '+inf')) do
   if #old > 0 then
     local gone = redis.call('XREVRANGE', tk, '(' .. minid, '-', 'COUNT', 1)
     redis.call('XTRIM', tk, 'MINID', minid)
-    redis.call('HSET', KEYS[5], t, gone[1][1])
+    redis.call('SET', ARGV[4] .. t, gone[1][1], 'EX', ARGV[5])
   end
 end
 return removed
@@ -200,7 +204,6 @@ class RedisEventLog:
         self.epoch_key = f"{prefix}:epoch"
         self.trimmed_key = f"{prefix}:trimmed"
         self.tests_key = f"{prefix}:tests"
-        self.tests_trimmed_key = f"{prefix}:tests:trimmed"
         self._append = redis.register_script(_APPEND)
         self._trim = redis.register_script(_TRIM)
         self._ack = redis.register_script(_ACK)
@@ -264,9 +267,14 @@ class RedisEventLog:
                 self.critical_key,
                 self.trimmed_key,
                 self.tests_key,
-                self.tests_trimmed_key,
             ],
-            args=[keep_from, critical_from, f"{self.prefix}:test:"],
+            args=[
+                keep_from,
+                critical_from,
+                f"{self.prefix}:test:",
+                f"{self.prefix}:testcut:",
+                self.retention_seconds,
+            ],
         )
         return int(removed)
 
@@ -309,11 +317,11 @@ class RedisEventLog:
             return False
         if test_id is None:
             return True
-        # One test's copy: cut where retention cut it, or gone whole.
+        # One test's copy: gone whole, or cut where retention cut it.
         if not await self.redis.exists(self.test_key(test_id)):
             return True
-        cut = await self.redis.hget(self.tests_trimmed_key, test_id)
-        return cut is not None and key < parse_offset(_text(cut))
+        cut = await self.redis.get(f"{self.prefix}:testcut:{test_id}")
+        return cut is not None and key <= parse_offset(_text(cut))
 
     @_guarded
     async def truncated_after(self, since: Offset, test_id: str | None = None) -> bool:

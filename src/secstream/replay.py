@@ -43,6 +43,8 @@ class Plan:
     """How many of the oldest matching critical events to leave out."""
     min_normal: Key | None
     """Leave out non-critical events older than this."""
+    entries: list[StreamEntry] | None = None
+    """The whole replay, when one backward read held all of it: nothing to read again."""
 
 
 async def plan(
@@ -65,8 +67,10 @@ async def plan(
     floor: StreamEntry | None = None
     end = upto
     overflow = False
+    first_read: list[StreamEntry] | None = None
     while not overflow:
         rows = await log.read_back(end, after=since, count=PAGE, test_id=test_id)
+        first_read = rows if first_read is None else []
         for entry in rows:
             floor = entry
             if entry.expired(now) or not match(entry):
@@ -82,7 +86,9 @@ async def plan(
             break
         end = f"({rows[-1].id}"
     if not overflow and not retention_cut and critical_in_scan + len(normal) <= limit:
-        return Plan(since, upto, False, None, False, 0, None)
+        # The common case, a short gap: one read held it all; keep it rather than read again.
+        whole = first_read[::-1] if first_read and len(first_read) < PAGE else None
+        return Plan(since, upto, False, None, False, 0, None, whole)
     # Critical events older than the scan, from the stream that outlives retention.
     older = 0
     async for entry in _criticals(log, since, upto, below=floor.id if floor else None):
@@ -120,6 +126,10 @@ async def pages(
             return True
         return p.min_normal is None or entry.key >= p.min_normal
 
+    if p.entries is not None:
+        for start in range(0, len(p.entries), page):
+            yield [e for e in p.entries[start:start + page] if keep(e)]
+        return
     skip = p.skip_critical
     if p.critical_below:
         kept: list[StreamEntry] = []

@@ -30,7 +30,10 @@ class _Socket:
         self._ws = websocket
 
     async def send_text(self, data: str) -> None:
-        await self._ws.send_text(data)
+        try:
+            await self._ws.send_text(data)
+        except WebSocketDisconnect as exc:
+            raise ConnectionResetError("the client has gone") from exc
 
     async def receive(self) -> str | bytes | None:
         try:
