@@ -52,6 +52,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench.add_argument("--events", type=int, default=2000)
     bench.add_argument("--rounds", type=int, default=3)
     bench.add_argument("--out", type=Path)
+    bench.add_argument("--churn", action="store_true",
+                       help="clients reconnecting at random while events are published")
+    bench.add_argument("--rate", type=float, default=1000, help="--churn: events per second")
+    bench.add_argument("--seconds", type=float, default=60, help="--churn: how long")
+    bench.add_argument("--tests", type=int, default=100, help="--churn: tests events spread over")
+    bench.add_argument("--min-lifetime", type=float, default=0.5)
+    bench.add_argument("--max-lifetime", type=float, default=5.0)
 
     args = parser.parse_args(argv)
     if args.command == "serve":
