@@ -3,8 +3,8 @@
 Key layout (``P`` is ``SECSTREAM_KEY_PREFIX``; see docs/architecture.md):
 
     P:log                  every event; the stream id is the event ``id``
-    P:test:<test_id>       the same entries (same ids) of one test, for late joiners;
-                           trimmed with the log (see trim)
+    P:test:<test_id>       the ids of one test's entries (an index into P:log), for
+                           late joiners; trimmed with the log (see trim)
     P:tests                test ids by their newest event's time, for the trim
     P:testcut:<test_id>    the newest id retention took from that test
     P:critical             the same entries of ``critical`` events, kept longer
@@ -90,7 +90,7 @@ for n = 1, tonumber(ARGV[6]) do
   local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
   if test_id ~= '' then
     local tk = ARGV[4] .. test_id
-    redis.call('XADD', tk, id, unpack(fields))
+    redis.call('XADD', tk, id, 'i', '')
     redis.call('EXPIRE', tk, ARGV[5])
     redis.call('ZADD', KEYS[6], (idkey(id)), test_id)
   end
@@ -142,6 +142,30 @@ for _, t in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], cutoff, '+inf')) do
   end
 end
 return removed
+"""
+
+# KEYS: a test's index, log; ARGV: low, high (XRANGE bounds), count, reverse
+# The log's entries that a test's index names, in order, skipping ones retention took.
+_TEST_RANGE = """
+local out = {}
+local low, high, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local reverse = ARGV[4] == '1'
+while #out < want do
+  local n = want - #out
+  local ids
+  if reverse then
+    ids = redis.call('XREVRANGE', KEYS[1], high, low, 'COUNT', n)
+  else
+    ids = redis.call('XRANGE', KEYS[1], low, high, 'COUNT', n)
+  end
+  for _, row in ipairs(ids) do
+    local found = redis.call('XRANGE', KEYS[2], row[1], row[1])
+    if #found > 0 then out[#out + 1] = found[1] end
+  end
+  if #ids < n then break end
+  if reverse then high = '(' .. ids[#ids][1] else low = '(' .. ids[#ids][1] end
+end
+return out
 """
 
 # KEYS: offset key; ARGV: offset, ttl
@@ -207,6 +231,7 @@ class RedisEventLog:
         self._append = redis.register_script(_APPEND)
         self._trim = redis.register_script(_TRIM)
         self._ack = redis.register_script(_ACK)
+        self._test_range = redis.register_script(_TEST_RANGE)
         self._state = redis.register_script(_STATE)
 
     def test_key(self, test_id: str) -> str:
@@ -317,11 +342,14 @@ class RedisEventLog:
             return False
         if test_id is None:
             return True
-        # One test's copy: gone whole, or cut where retention cut it.
-        if not await self.redis.exists(self.test_key(test_id)):
-            return True
+        # One test: retention took some of its entries after `since` (the trim job
+        # noted the newest it removed), or its index still names some the log lost.
+        index = self.test_key(test_id)
         cut = await self.redis.get(f"{self.prefix}:testcut:{test_id}")
-        return cut is not None and key <= parse_offset(_text(cut))
+        if cut is not None and key < parse_offset(_text(cut)):
+            return True
+        low = "-" if key == (0, 0) else f"({since}"
+        return bool(await self.redis.xrange(index, low, _text(trimmed), count=1))
 
     @_guarded
     async def truncated_after(self, since: Offset, test_id: str | None = None) -> bool:
@@ -347,12 +375,23 @@ class RedisEventLog:
             low = "-"
         else:
             low = after if inclusive else f"({after}"
+        if test_id and not critical:
+            return await self._read_test(test_id, low, upto or "+", count, reverse=False)
         rows = _rows(
             await self.redis.xrange(
                 self._source(test_id, critical), low, upto or "+", count=count
             )
         )
         return [decode_entry(raw_id, fields) for raw_id, fields in rows]
+
+    async def _read_test(
+        self, test_id: str, low: str, high: str, count: int, *, reverse: bool
+    ) -> list[StreamEntry]:
+        reply = await self._test_range(
+            keys=[self.test_key(test_id), self.log_key],
+            args=[low, high, count, "1" if reverse else "0"],
+        )
+        return [decode_entry(raw_id, _pairs(fields)) for raw_id, fields in reply]
 
     @_guarded
     async def read_back(
@@ -365,6 +404,8 @@ class RedisEventLog:
         critical: bool = False,
     ) -> list[StreamEntry]:
         low = "-" if after in ("0", START) else f"({after}"
+        if test_id and not critical:
+            return await self._read_test(test_id, low, upto, count, reverse=True)
         rows = _rows(
             await self.redis.xrevrange(self._source(test_id, critical), upto, low, count=count)
         )
@@ -414,6 +455,13 @@ class RedisEventLog:
 
 def _rows(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     return cast(list[tuple[bytes, dict[bytes, bytes]]], reply or [])
+
+
+def _pairs(fields: Any) -> dict[bytes, bytes]:
+    """A stream entry's fields as a script returns them (a flat list) or as a dict."""
+    if isinstance(fields, dict):
+        return fields
+    return dict(zip(fields[::2], fields[1::2], strict=True))
 
 
 def _text(value: bytes | str) -> str:
