@@ -124,7 +124,7 @@ class Simulator:
             ) as run:
                 run.summary["target"] = target
                 await self._lines(run, lines, pause, port_scan)
-                if not port_scan and random.random() < 0.15:
+                if not port_scan and not run.cancel_requested.is_set() and random.random() < 0.15:
                     raise ConnectionResetError("target closed the connection during crawl")
         except LogUnavailable:
             logger.warning("simulated test stopped: event log unavailable")
