@@ -250,3 +250,13 @@ async def test_the_demo_simulator_honours_cancel(live_app: LiveAppFactory) -> No
                 marker = await app.publish("test.progress", {"test_id": "marker"})
                 seen = await other.event()
                 assert seen["id"] == marker
+
+
+async def test_cancel_requests_are_rate_limited(live_app: LiveAppFactory) -> None:
+    with anyio.fail_after(30):
+        async with live_app(publish_rate=0.5, publish_burst=2) as app:
+            token = app.token("u-9", ["viewer"])
+            assert (await cancel(app, token, "t-none")).status_code == 404
+            assert (await cancel(app, token, "t-none")).status_code == 404
+            limited = await cancel(app, token, "t-none")
+            assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1

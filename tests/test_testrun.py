@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from secstream import Publisher
 from secstream.control import FINISHED_TTL, RUNNING_TTL, RunRecords
+from secstream.control_reader import ControlReader
 from secstream.entries import StreamEntry
 from secstream.eventlog import RedisEventLog
 from secstream.testrun import MAX_ERROR_MESSAGE
@@ -241,3 +242,27 @@ async def test_one_reader_serves_many_runs(shared_redis_url: str, key_prefix: st
                 await records.request_cancel(f"t-{i}", by="admin", reason=None)
             statuses = await asyncio.gather(*tasks)
         assert statuses == ["cancelled" if i % 2 == 0 else "completed" for i in range(count)]
+
+
+async def test_the_reader_keeps_records_alive_and_idles_without_runs(
+    shared_redis_url: str, key_prefix: str
+) -> None:
+    with anyio.fail_after(15):
+        async with Publisher(shared_redis_url, key_prefix=key_prefix) as pub:
+            pub.control = ControlReader(pub.runs, refresh_every=0.2)
+            redis = pub.log.redis
+            async with pub.test_run("t-alive"):
+                key = pub.runs.run_key("t-alive")
+                await redis.expire(key, 3)
+                await asyncio.sleep(1.0)
+                assert await redis.ttl(key) > 3  # refreshed to RUNNING_TTL
+                with pytest.raises(RuntimeError, match="already going"):
+                    async with pub.test_run("t-alive"):
+                        pass
+            await asyncio.sleep(0.7)  # the read under way at the end finishes
+            reads = pub.control.reads
+            await asyncio.sleep(1.5)
+            assert pub.control.reads == reads  # no run, no reads
+            async with pub.test_run("t-again"):
+                await asyncio.sleep(0.8)
+            assert pub.control.reads > reads

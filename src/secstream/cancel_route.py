@@ -13,6 +13,7 @@ from secstream.auth import Principal
 from secstream.control import MAX_REASON_CHARS, MAX_TEST_ID_CHARS, RunRecord, RunRecords
 from secstream.endpoints import _authproblem, _bearer, authenticate, problem, service_of
 from secstream.errors import AuthError, LogUnavailable
+from secstream.limits import retry_after
 
 audit = logging.getLogger("secstream.audit")
 
@@ -56,6 +57,11 @@ async def cancel_test(request: Request) -> Response:
         record("denied", None, exc.error_code, exc.status_code)
         return _authproblem(exc)
     sub = principal.sub
+    wait = await service.publish_limits.try_acquire(sub)
+    if wait is not None:
+        response = problem(429, "rate_limited", "too many requests; slow down")
+        response.headers["Retry-After"] = retry_after(wait)
+        return response
     if not 0 < len(test_id) <= MAX_TEST_ID_CHARS:
         record("denied", sub, "bad test_id", 404)
         return problem(404, "not_found", "no run of that test is known")

@@ -76,6 +76,14 @@ redis.call('DEL', KEYS[2])
 return 1
 """
 
+# KEYS: run records; ARGV: ttl. Only running records: a finished one keeps its longer TTL.
+_REFRESH = """
+for _, key in ipairs(KEYS) do
+  if redis.call('HGET', key, 'state') == 'running' then redis.call('EXPIRE', key, ARGV[1]) end
+end
+return 1
+"""
+
 # KEYS: run, control; ARGV: maxlen, by, reason
 # Returns {0} unknown, {1} finished, {2, id} requested.
 _REQUEST = """
@@ -98,6 +106,7 @@ class RunRecords:
         self.prefix = prefix
         self._start = redis.register_script(_START)
         self._finish = redis.register_script(_FINISH)
+        self._refresh = redis.register_script(_REFRESH)
         self._request = redis.register_script(_REQUEST)
 
     def run_key(self, test_id: str) -> str:
@@ -122,9 +131,10 @@ class RunRecords:
         """Keep the records of runs that are still going from expiring."""
         if not test_ids:
             return
+        # One script call per key: the keys of one call may sit on different cluster slots.
         async with self.redis.pipeline(transaction=False) as pipe:
             for test_id in test_ids:
-                pipe.expire(self.run_key(test_id), RUNNING_TTL, xx=True)
+                await self._refresh(keys=[self.run_key(test_id)], args=[RUNNING_TTL], client=pipe)
             await pipe.execute()
 
     @_guarded

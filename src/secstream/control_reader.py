@@ -35,11 +35,17 @@ class ControlReader:
     """
 
     def __init__(
-        self, records: RunRecords, *, block_ms: int = BLOCK_MS, retry_max: float = RETRY_MAX
+        self,
+        records: RunRecords,
+        *,
+        block_ms: int = BLOCK_MS,
+        retry_max: float = RETRY_MAX,
+        refresh_every: float = REFRESH_EVERY,
     ) -> None:
         self.records = records
         self.block_ms = block_ms
         self.retry_max = retry_max
+        self.refresh_every = refresh_every
         self._watched: dict[str, tuple[Handler, Offset]] = {}
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -52,6 +58,9 @@ class ControlReader:
         return frozenset(self._watched)
 
     def watch(self, test_id: str, handler: Handler) -> None:
+        """Raises RuntimeError when that test is watched already (two runs of one test)."""
+        if test_id in self._watched:
+            raise RuntimeError(f"a run of test {test_id!r} is already going in this publisher")
         self._watched[test_id] = (handler, "0-0")
         self._changed.set()
         if self._task is None or self._task.done():
@@ -87,10 +96,13 @@ class ControlReader:
                 self._changed.clear()
                 await self._changed.wait()
                 continue
-            try:
-                if time.monotonic() - refreshed >= REFRESH_EVERY:
+            if time.monotonic() - refreshed >= self.refresh_every:
+                refreshed = time.monotonic()
+                try:
                     await self.records.refresh(list(self._watched))
-                    refreshed = time.monotonic()
+                except (LogUnavailable, RedisError, OSError):
+                    logger.warning("could not refresh the run records", exc_info=True)
+            try:
                 positions = {t: pos for t, (_, pos) in self._watched.items()}
                 requests = await self.records.read(positions, block_ms=self.block_ms)
                 self.reads += 1

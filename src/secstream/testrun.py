@@ -129,6 +129,8 @@ class TestRun:
     async def __aenter__(self) -> TestRun:
         if self._task is not None:
             raise RuntimeError("a TestRun is entered once")
+        if self.test_id in self.publisher.control.watched:
+            raise RuntimeError(f"a run of test {self.test_id!r} is already going here")
         task = asyncio.current_task()
         if task is None:
             raise RuntimeError("a TestRun runs inside an asyncio task")
