@@ -49,6 +49,9 @@ describe('test lifecycle in the dashboard', () => {
     const testId = await simulate(ana);
     const mine = row(ana, testId);
     await mine.and(ana.locator('[data-status="running"]')).waitFor({ timeout: 10_000 });
+    // test.started's metadata: the target and who started it
+    expect(await mine.locator('[data-testid="test-metadata"]').textContent()).toContain(`started by ana-${tag}`);
+    expect(await mine.locator('.run-meta__target').textContent()).toMatch(/192\.168\.|staging\.example\.test/);
 
     // another viewer does not see the run at all (its audience is its starter and admins);
     // an admin sees it, with a Stop button

@@ -1,6 +1,6 @@
 import type { ReactNode } from 'react';
 import type { LiveState, TestSummary } from '../react/liveState';
-import { TestRunSummary } from './TestRunSummary';
+import { TestRunMetadata, TestRunSummary } from './TestRunSummary';
 
 function since(ts: string): string {
   const s = Math.max(0, Math.round((Date.now() - Date.parse(ts)) / 1000));
@@ -43,6 +43,7 @@ export function ActiveTests({ live, actions }: { live: LiveState; actions?: (t: 
                   {since(t.updatedAt)}
                 </span>
               </div>
+              <TestRunMetadata test={t} />
               <TestRunSummary test={t} />
               {actions && <div className="tests__actions">{actions(t)}</div>}
             </li>

@@ -11,6 +11,29 @@ export function formatDuration(seconds: number): string {
   return `${Math.floor(m / 60)} h ${m % 60} min`;
 }
 
+const text = (v: unknown): string | null => (typeof v === 'string' && v ? v : typeof v === 'number' ? String(v) : null);
+
+/** `test.started`'s metadata that people look for first: the target, the profile, who started it. */
+export function TestRunMetadata({ test }: { test: TestSummary }) {
+  const m = test.metadata;
+  if (!m) return null;
+  const target = text(m['target']);
+  const profile = text(m['profile']);
+  const by = text(m['started_by']);
+  if (!target && !profile && !by) return null;
+  return (
+    <div className="run-meta" data-testid="test-metadata">
+      {target && (
+        <span className="run-meta__target" title="target">
+          ⌖ {target}
+        </span>
+      )}
+      {profile && <span className="run-meta__profile">{profile}</span>}
+      {by && <span className="run-meta__by">started by {by}</span>}
+    </div>
+  );
+}
+
 /** What a finished run reported: findings by severity, duration, lines; who stopped it. */
 export function TestRunSummary({ test }: { test: TestSummary }) {
   const s = test.summary;
