@@ -266,3 +266,31 @@ async def test_the_reader_keeps_records_alive_and_idles_without_runs(
             async with pub.test_run("t-again"):
                 await asyncio.sleep(0.8)
             assert pub.control.reads > reads
+
+
+async def test_a_cancel_stops_a_block_that_publishes_without_pause(
+    shared_redis_url: str, key_prefix: str
+) -> None:
+    """redis-py sends through asyncio.wait_for, which on Python 3.11 can swallow a
+    cancellation that lands as the send completes; the run must stop all the same."""
+    with anyio.fail_after(60):
+        async with Publisher(shared_redis_url, key_prefix=key_prefix) as pub:
+            records = RunRecords(pub.log.redis, prefix=key_prefix)
+            for i in range(10):
+                published = 0
+
+                async def busy(test_id: str) -> str:
+                    nonlocal published
+                    async with pub.test_run(test_id) as run:
+                        while True:
+                            await run.progress(1, "x" * 100)
+                            published += 1
+                    return run.status
+
+                task = asyncio.ensure_future(busy(f"t-busy-{i}"))
+                while published < 20:
+                    await asyncio.sleep(0.01)
+                await records.request_cancel(f"t-busy-{i}", by="admin", reason=None)
+                done, _ = await asyncio.wait([task], timeout=3)
+                assert done, f"run {i} kept going after the cancel request"
+                assert task.result() == "cancelled"

@@ -75,15 +75,33 @@ class TestRun:
         self._task: asyncio.Task[Any] | None = None
         self._cancelling = 0
         self._cancel_sent = False
+        self._cancel_seen = False
+        self._exiting = False
         self._started = 0.0
 
     async def event(self, event_type: str, priority: Priority = "normal", **data: Any) -> Offset:
         body: dict[str, Any] = {"test_id": self.test_id, **data}
         if self.module is not None:
             body.setdefault("module", self.module)
-        return await self.publisher.publish(
-            event_type, body, priority=priority, audience=self.audience, user_id=self.user_id
-        )
+        return await self._publish(event_type, body, priority)
+
+    async def _publish(self, event_type: str, body: dict[str, Any], priority: Priority) -> Offset:
+        sent = self._cancel_sent
+        try:
+            offset = await self.publisher.publish(
+                event_type, body, priority=priority, audience=self.audience, user_id=self.user_id
+            )
+        except asyncio.CancelledError:
+            self._cancel_seen = True
+            raise
+        if self._cancel_sent and not sent and not self._cancel_seen and not self._exiting:
+            # Our cancel came during this publish and did not surface: either it is still
+            # pending (the next await delivers it) or asyncio.wait_for inside redis-py
+            # swallowed it (Python 3.11, CPython gh-86296). Surface it either way.
+            self._cancel_seen = True
+            await asyncio.sleep(0)
+            raise asyncio.CancelledError("cancel requested")
+        return offset
 
     async def progress(self, progress: float, output: str | None = None, **data: Any) -> Offset:
         self.progress_value = progress
@@ -106,13 +124,7 @@ class TestRun:
             body["message"] = message
         if self.module is not None:
             body.setdefault("module", self.module)
-        offset = await self.publisher.publish(
-            "system.alert",
-            body,
-            priority=SEVERITY_PRIORITY[severity],
-            audience=self.audience,
-            user_id=self.user_id,
-        )
+        offset = await self._publish("system.alert", body, SEVERITY_PRIORITY[severity])
         self.findings[severity] += 1
         return offset
 
@@ -166,6 +178,7 @@ class TestRun:
         exc: BaseException | None,
         tb: types.TracebackType | None,
     ) -> bool:
+        self._exiting = True
         self.publisher.control.unwatch(self.test_id)
         cancelled = isinstance(exc, asyncio.CancelledError)
         ours = False
