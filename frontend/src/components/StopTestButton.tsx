@@ -1,4 +1,4 @@
-import { useState } from 'react';
+import { useEffect, useState } from 'react';
 import type { TestSummary } from '../react/liveState';
 import { errorMessage, postJson, type GetToken } from './api';
 import './lifecycle.css';
@@ -19,12 +19,22 @@ export function mayStop(viewer: Viewer, test: TestSummary): boolean {
 }
 
 const MAX_REASON = 500;
+/** After this long without the run ending, the request may not have reached a live worker. */
+const ANSWER_WITHIN_MS = 10_000;
 
 /** "Stop" on a running test, with a confirmation and an optional reason. */
 export function StopTestButton({ test, viewer, getToken }: { test: TestSummary; viewer: Viewer; getToken: GetToken }) {
   const [stage, setStage] = useState<'idle' | 'confirm' | 'sending' | 'sent'>('idle');
   const [reason, setReason] = useState('');
   const [error, setError] = useState<string | null>(null);
+  useEffect(() => {
+    if (stage !== 'sent') return;
+    const timer = setTimeout(() => {
+      setError('The test has not stopped yet: its worker may be gone. Try again, or wait.');
+      setStage('confirm');
+    }, ANSWER_WITHIN_MS);
+    return () => clearTimeout(timer);
+  }, [stage]);
   if (!mayStop(viewer, test)) return null;
 
   async function stop() {
