@@ -4,6 +4,7 @@ and cancel requests delivered through the control stream (contract section 6).""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from typing import Any
@@ -277,19 +278,18 @@ async def test_a_cancel_stops_a_block_that_publishes_without_pause(
         async with Publisher(shared_redis_url, key_prefix=key_prefix) as pub:
             records = RunRecords(pub.log.redis, prefix=key_prefix)
             for i in range(10):
-                published = 0
+                going = asyncio.Event()
 
                 async def busy(test_id: str) -> str:
-                    nonlocal published
                     async with pub.test_run(test_id) as run:
-                        while True:
+                        for n in itertools.count():
                             await run.progress(1, "x" * 100)
-                            published += 1
+                            if n == 20:
+                                going.set()
                     return run.status
 
                 task = asyncio.ensure_future(busy(f"t-busy-{i}"))
-                while published < 20:
-                    await asyncio.sleep(0.01)
+                await going.wait()
                 await records.request_cancel(f"t-busy-{i}", by="admin", reason=None)
                 done, _ = await asyncio.wait([task], timeout=3)
                 assert done, f"run {i} kept going after the cancel request"
