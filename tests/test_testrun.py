@@ -280,7 +280,7 @@ async def test_a_cancel_stops_a_block_that_publishes_without_pause(
             for i in range(10):
                 going = asyncio.Event()
 
-                async def busy(test_id: str) -> str:
+                async def busy(test_id: str, going: asyncio.Event) -> str:
                     async with pub.test_run(test_id) as run:
                         for n in itertools.count():
                             await run.progress(1, "x" * 100)
@@ -288,7 +288,7 @@ async def test_a_cancel_stops_a_block_that_publishes_without_pause(
                                 going.set()
                     return run.status
 
-                task = asyncio.ensure_future(busy(f"t-busy-{i}"))
+                task = asyncio.ensure_future(busy(f"t-busy-{i}", going))
                 await going.wait()
                 await records.request_cancel(f"t-busy-{i}", by="admin", reason=None)
                 done, _ = await asyncio.wait([task], timeout=3)
