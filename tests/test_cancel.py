@@ -134,6 +134,9 @@ async def test_bad_requests_are_bounded(live_app: LiveAppFactory) -> None:
                 for body in (b"[1]", b"{", b'{"reason": 5}', b'{"why": "x"}'):
                     assert (await cancel(app, admin, "t-b", body)).status_code == 422, body
                 assert (await cancel(app, admin, "x" * 300)).status_code == 404
+                async with held_run(pub, "scan/1 é") as odd:
+                    assert (await cancel(app, admin, "scan/1%20%C3%A9")).status_code == 202
+                    assert await odd == "cancelled"
                 assert not task.done()  # none of these reached the run
                 ok = await cancel(app, admin, "t-b", {"reason": "x" * MAX_REASON_CHARS})
                 assert ok.status_code == 202
