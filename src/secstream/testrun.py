@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 import types
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from secstream.control import ControlRequest
@@ -85,7 +86,13 @@ class TestRun:
             body.setdefault("module", self.module)
         return await self._publish(event_type, body, priority)
 
-    async def _publish(self, event_type: str, body: dict[str, Any], priority: Priority) -> Offset:
+    async def _publish(
+        self,
+        event_type: str,
+        body: dict[str, Any],
+        priority: Priority,
+        on_published: Callable[[], None] | None = None,
+    ) -> Offset:
         sent = self._cancel_sent
         try:
             offset = await self.publisher.publish(
@@ -94,6 +101,8 @@ class TestRun:
         except asyncio.CancelledError:
             self._cancel_seen = True
             raise
+        if on_published is not None:
+            on_published()
         if self._cancel_sent and not sent and not self._cancel_seen and not self._exiting:
             # Our cancel came during this publish and did not surface: either it is still
             # pending (the next await delivers it) or asyncio.wait_for inside redis-py
@@ -107,10 +116,16 @@ class TestRun:
         self.progress_value = progress
         if output is not None:
             data["output"] = output
-        offset = await self.event("test.progress", progress=progress, status="running", **data)
-        if output is not None:
-            self.lines += 1
-        return offset
+        body: dict[str, Any] = {"test_id": self.test_id, **data}
+        body.update(progress=progress, status="running")
+        if self.module is not None:
+            body.setdefault("module", self.module)
+        return await self._publish(
+            "test.progress", body, "normal", self._count_line if output is not None else None
+        )
+
+    def _count_line(self) -> None:
+        self.lines += 1
 
     async def finding(
         self, severity: Severity, title: str, *, message: str | None = None, **data: Any
@@ -124,9 +139,10 @@ class TestRun:
             body["message"] = message
         if self.module is not None:
             body.setdefault("module", self.module)
-        offset = await self._publish("system.alert", body, SEVERITY_PRIORITY[severity])
-        self.findings[severity] += 1
-        return offset
+        def count() -> None:
+            self.findings[severity] += 1
+
+        return await self._publish("system.alert", body, SEVERITY_PRIORITY[severity], count)
 
     def summarize(self) -> dict[str, Any]:
         return {
