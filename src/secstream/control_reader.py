@@ -21,7 +21,7 @@ BLOCK_MS: Final = 500
 """How long one read waits. A run that starts meanwhile joins the next read (its stream is
 read from the start, so nothing sent to it is missed): a request reaches its run within
 about this long plus a round trip, Redis restarts aside."""
-RETRY_MAX: Final = 0.5
+RETRY_MAX: Final = 0.25
 """Longest pause between attempts while Redis does not answer."""
 
 Handler = Callable[[ControlRequest], None]
