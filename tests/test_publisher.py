@@ -97,7 +97,7 @@ async def test_test_run_exception_publishes_error_and_reraises(
         assert [e["event_type"] for e in events] == ["test.started", "test.progress", "test.error"]
         error = events[-1]
         assert error["data"]["test_id"] == "t-1" and error["data"]["module"] == "web"
-        assert "scanner crashed" in error["data"]["error"]
+        assert error["data"]["error"] == {"type": "RuntimeError", "message": "scanner crashed"}
         assert error["user_id"] is None
 
 

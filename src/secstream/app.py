@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from secstream import endpoints
+from secstream.cancel_route import cancel_test
 from secstream.config import Settings
 from secstream.service import Service
 from secstream.websocket import websocket_endpoint
@@ -64,6 +65,7 @@ def _routes(web_dir: Path) -> list[BaseRoute]:
         Route("/api/v1/events", endpoints.poll, methods=["GET"]),
         Route("/api/v1/events/batch", endpoints.publish_batch, methods=["POST"]),
         Route("/api/v1/connections", endpoints.connections, methods=["GET"]),
+        Route("/api/v1/tests/{test_id:path}/cancel", cancel_test, methods=["POST"]),
         Route("/api/v1/dev/token", endpoints.dev_token, methods=["POST"]),
         Route("/api/v1/dev/simulate", endpoints.dev_simulate, methods=["POST"]),
         Route("/health/live", endpoints.health_live, methods=["GET"]),

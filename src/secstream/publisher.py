@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
-import types
 from typing import Any
 
 from redis.asyncio import Redis
 
+from secstream.control import RunRecords
+from secstream.control_reader import ControlReader
 from secstream.entries import validate
 from secstream.eventlog import RedisEventLog
 from secstream.events import Priority
 from secstream.protocol import Audience, PublishRequest
+from secstream.testrun import TestRun
 from secstream.types import Offset
+
+__all__ = ["AudienceLike", "Publisher", "TestRun"]
 
 AudienceLike = Audience | dict[str, list[str]] | None
 
@@ -49,6 +52,8 @@ class Publisher:
         prefix = key_prefix or os.environ.get("SECSTREAM_KEY_PREFIX") or "secstream"
         maxlen = maxlen or int(os.environ.get("SECSTREAM_RETENTION_MAXLEN") or 1_000_000)
         self.log = RedisEventLog(self._redis, prefix=prefix, maxlen=maxlen)
+        self.runs = RunRecords(self._redis, prefix=prefix)
+        self.control = ControlReader(self.runs)
 
     async def __aenter__(self) -> Publisher:
         return self
@@ -57,6 +62,7 @@ class Publisher:
         await self.aclose()
 
     async def aclose(self) -> None:
+        await self.control.aclose()
         if self._owns_redis:
             await self._redis.aclose()
 
@@ -93,69 +99,24 @@ class Publisher:
         module: str | None = None,
         user_id: str | None = None,
         audience: AudienceLike = None,
+        metadata: dict[str, Any] | None = None,
+        handle_cancel: bool = False,
     ) -> TestRun:
-        return TestRun(self, test_id, module=module, user_id=user_id, audience=audience)
+        """A run of one test: ``async with pub.test_run("t-42", module=...) as run:``.
 
-
-class TestRun:
-    """``test.started`` on entry; ``test.completed``, ``test.error`` or
-    ``test.cancelled`` on exit, by how the block ended."""
-
-    __test__ = False  # not a pytest test class
-
-    def __init__(
-        self,
-        publisher: Publisher,
-        test_id: str,
-        *,
-        module: str | None,
-        user_id: str | None,
-        audience: AudienceLike,
-    ) -> None:
-        self.publisher = publisher
-        self.test_id = test_id
-        self.module = module
-        self.user_id = user_id
-        self.audience = _audience(audience)
-        self.progress_value: float = 0
-
-    async def event(
-        self, event_type: str, priority: Priority = "normal", **data: Any
-    ) -> Offset:
-        body: dict[str, Any] = {"test_id": self.test_id, **data}
-        if self.module is not None:
-            body.setdefault("module", self.module)
-        return await self.publisher.publish(
-            event_type, body, priority=priority, audience=self.audience, user_id=self.user_id
+        With ``user_id`` and no ``audience``, the run's events go to that user and to
+        administrators (contract section 6). ``handle_cancel=True``: a cancel request only
+        sets ``run.cancel_requested``, and the module stops by itself; otherwise the run's
+        task is cancelled (see docs/publishing.md).
+        """
+        if audience is None and user_id is not None:
+            audience = Audience(users=[user_id], roles=["admin"])
+        return TestRun(
+            self,
+            test_id,
+            module=module,
+            user_id=user_id,
+            audience=_audience(audience),
+            metadata=metadata,
+            handle_cancel=handle_cancel,
         )
-
-    async def progress(self, progress: float, output: str | None = None, **data: Any) -> Offset:
-        self.progress_value = progress
-        if output is not None:
-            data["output"] = output
-        return await self.event("test.progress", progress=progress, status="running", **data)
-
-    async def __aenter__(self) -> TestRun:
-        await self.event("test.started", status="running", progress=0)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: types.TracebackType | None,
-    ) -> None:
-        if exc is None:
-            await self.event("test.completed", status="completed", progress=100)
-        elif isinstance(exc, asyncio.CancelledError):
-            await asyncio.shield(
-                self.event("test.cancelled", status="cancelled", progress=self.progress_value)
-            )
-        else:
-            await self.event(
-                "test.error",
-                priority="high",
-                status="error",
-                progress=self.progress_value,
-                error=f"{type(exc).__name__}: {exc}",
-            )

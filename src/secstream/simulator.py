@@ -8,10 +8,12 @@ import logging
 import random
 import uuid
 from collections.abc import Iterator
+from typing import cast
 
 from secstream.errors import LogUnavailable
 from secstream.eventlog import RedisEventLog
 from secstream.publisher import Publisher, TestRun
+from secstream.testrun import Severity
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,10 @@ _WEB_CHECKS = [
 ]
 
 
+def _site() -> str:
+    return f"https://app-{random.randint(1, 40)}.staging.example.test"
+
+
 def _host() -> str:
     return f"192.168.{random.randint(0, 9)}.{random.randint(2, 254)}"
 
@@ -72,6 +78,8 @@ class Simulator:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(self, *, user_id: str | None = None, kind: str | None = None) -> str:
+        """Start one simulated test; its id. With ``user_id`` (the token that asked), the run
+        gets that user's default audience: the user and administrators."""
         kind = kind or random.choice(("port_scan", "web_scan"))
         test_id = f"{kind.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
         task = asyncio.create_task(self._run(test_id, kind, user_id))
@@ -83,7 +91,7 @@ class Simulator:
         try:
             while True:
                 await asyncio.sleep(BACKGROUND_EVERY)
-                self.start(user_id="scheduler")
+                self.start()
                 with contextlib.suppress(LogUnavailable):
                     await self.publisher.publish(
                         "system.status",
@@ -97,40 +105,55 @@ class Simulator:
                 task.cancel()
             # Each run publishes test.cancelled as it ends: let it, before Redis is closed.
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.publisher.aclose()
 
     async def _run(self, test_id: str, kind: str, user_id: str | None) -> None:
-        module = "network_recon" if kind == "port_scan" else "web_scanner"
-        lines = list(_port_scan() if kind == "port_scan" else _web_scan())
+        port_scan = kind == "port_scan"
+        module = "network_recon" if port_scan else "web_scanner"
+        target = _host() if port_scan else _site()
+        lines = list(_port_scan(target) if port_scan else _web_scan(target))
         pause = self.duration / max(1, len(lines))
+        metadata = {
+            "target": target,
+            "profile": "top-1000 TCP, SYN scan" if port_scan else "OWASP baseline, depth 3",
+            "started_by": user_id or "scheduler",
+        }
         try:
-            async with self.publisher.test_run(test_id, module=module, user_id=user_id) as run:
-                for i, (line, finding) in enumerate(lines, 1):
-                    await asyncio.sleep(pause * random.uniform(0.5, 1.5))
-                    await run.progress(round(100 * i / (len(lines) + 1)), line)
-                    if finding is not None:
-                        await self._alert(run, *finding)
-                if kind == "web_scan" and random.random() < 0.15:
+            async with self.publisher.test_run(
+                test_id, module=module, user_id=user_id, metadata=metadata, handle_cancel=True
+            ) as run:
+                run.summary["target"] = target
+                await self._lines(run, lines, pause, port_scan)
+                if not port_scan and not run.cancel_requested.is_set() and random.random() < 0.15:
                     raise ConnectionResetError("target closed the connection during crawl")
         except LogUnavailable:
             logger.warning("simulated test stopped: event log unavailable")
         except ConnectionResetError:
             pass
 
-    async def _alert(self, run: TestRun, priority: str, title: str, message: str) -> None:
-        await self.publisher.publish(
-            "system.alert",
-            {"title": title, "message": message, "test_id": run.test_id,
-             "module": run.module, "severity": priority},
-            priority="critical" if priority == "critical" else "high",
-            user_id=run.user_id,
-        )
+    async def _lines(self, run: TestRun, lines: list[Line], pause: float, port_scan: bool) -> None:
+        for i, (line, finding) in enumerate(lines, 1):
+            # A cancel request ends the wait at once (handle_cancel: the simulator stops itself).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    run.cancel_requested.wait(), pause * random.uniform(0.5, 1.5)
+                )
+            if run.cancel_requested.is_set():
+                who = run.cancelled_by or "someone"
+                await run.progress(run.progress_value, f"Stopped on request of {who}")
+                return
+            await run.progress(round(100 * i / (len(lines) + 1)), line)
+            if finding is not None:
+                severity, title, why = finding
+                await run.finding(cast(Severity, severity), title, message=why)
+        run.summary["hosts" if port_scan else "urls"] = 1 if port_scan else len(_WEB_CHECKS)
 
 
 Line = tuple[str, tuple[str, str, str] | None]
 
 
-def _port_scan() -> Iterator[Line]:
-    host = _host()
+def _port_scan(host: str | None = None) -> Iterator[Line]:
+    host = host or _host()
     yield f"Starting port scan on {host} (top 1000 TCP ports, SYN scan)...", None
     yield f"Host {host} is up (0.0021s latency)", None
     found = random.sample(sorted(_PORTS), k=random.randint(4, 8))
@@ -152,8 +175,8 @@ def _port_scan() -> Iterator[Line]:
     yield f"Scan of {host} done: {len(found)} open, {1000 - len(found)} closed/filtered", None
 
 
-def _web_scan() -> Iterator[Line]:
-    target = f"https://app-{random.randint(1, 40)}.staging.example.test"
+def _web_scan(target: str | None = None) -> Iterator[Line]:
+    target = target or _site()
     yield f"Crawling {target} (depth 3, 50 req/s)...", None
     days = random.randint(20, 300)
     yield f"TLS: TLSv1.3, certificate CN=*.staging.example.test, expires in {days} days", None

@@ -1,5 +1,7 @@
 import { useState } from 'react';
 import { ActiveTests } from '../components/ActiveTests';
+import { AdminPanel } from '../components/AdminPanel';
+import { StopTestButton } from '../components/StopTestButton';
 import { MaintenanceBanner } from '../components/MaintenanceBanner';
 import { NotificationToast } from '../components/NotificationToast';
 import { RealTimeStatus } from '../components/RealTimeStatus';
@@ -95,10 +97,11 @@ export function Dashboard({
         </div>
       )}
       <main className="grid">
-        <ActiveTests live={live} />
+        <ActiveTests live={live} actions={(t) => <StopTestButton test={t} viewer={session} getToken={getToken} />} />
         <RecentFindings live={live} />
         <SystemStatusPanel live={live} />
       </main>
+      {session.roles.includes('admin') && <AdminPanel getToken={getToken} />}
       <section className="outputs">
         <h2 className="outputs__title">
           Live output <span className="widget__count">{panels.length} tests</span>

@@ -1,4 +1,6 @@
-import type { LiveState } from '../react/liveState';
+import type { ReactNode } from 'react';
+import type { LiveState, TestSummary } from '../react/liveState';
+import { TestRunMetadata, TestRunSummary } from './TestRunSummary';
 
 function since(ts: string): string {
   const s = Math.max(0, Math.round((Date.now() - Date.parse(ts)) / 1000));
@@ -9,7 +11,7 @@ function since(ts: string): string {
 }
 
 /** Tests with their progress, running ones first. */
-export function ActiveTests({ live }: { live: LiveState }) {
+export function ActiveTests({ live, actions }: { live: LiveState; actions?: (t: TestSummary) => ReactNode }) {
   const tests = live.order.map((id) => live.tests[id]).filter((t) => t !== undefined);
   const running = tests.filter((t) => t.status === 'running');
   const shown = [...running, ...tests.filter((t) => t.status !== 'running')].slice(0, 12);
@@ -24,7 +26,7 @@ export function ActiveTests({ live }: { live: LiveState }) {
       ) : (
         <ul className="tests">
           {shown.map((t) => (
-            <li key={t.testId} className="tests__row" data-testid="active-test" data-test-id={t.testId}>
+            <li key={t.testId} className="tests__row" data-testid="active-test" data-test-id={t.testId} data-status={t.status}>
               <div className="tests__top">
                 <span className={`badge badge--${t.status}`}>{t.status}</span>
                 <span className="tests__name">{t.module ?? 'test'}</span>
@@ -41,6 +43,9 @@ export function ActiveTests({ live }: { live: LiveState }) {
                   {since(t.updatedAt)}
                 </span>
               </div>
+              <TestRunMetadata test={t} />
+              <TestRunSummary test={t} />
+              {actions && <div className="tests__actions">{actions(t)}</div>}
             </li>
           ))}
         </ul>

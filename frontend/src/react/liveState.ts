@@ -18,6 +18,19 @@ export interface TestSummary {
   userId: string | null;
   /** The newest event applied: an older one (a history replay) only adds lines and findings. */
   lastEventId: string;
+  /** `data.metadata` of `test.started` (target, profile, started_by...). */
+  metadata: Record<string, unknown> | null;
+  /** `data.summary` of the event that ended the run. */
+  summary: RunSummary | null;
+  cancelledBy: string | null;
+  cancelReason: string | null;
+}
+
+export interface RunSummary {
+  findings: Partial<Record<Severity, number>>;
+  durationSeconds: number | null;
+  lines: number | null;
+  extra: Record<string, unknown>;
 }
 
 export type Severity = 'info' | 'low' | 'medium' | 'high' | 'critical';
@@ -101,12 +114,19 @@ export function reduceEvents(state: LiveState, events: EventEnvelope[], limits =
             updatedAt: e.timestamp,
             userId: e.user_id,
             lastEventId: e.id,
+            metadata: null,
+            summary: null,
+            cancelledBy: null,
+            cancelReason: null,
           };
       t.module = t.module ?? str(data['module']);
       if (prev && compareOffsets(e.id, prev.lastEventId) <= 0) {
         // history arriving after newer events: count it, keep the current state
         if (e.event_type === 'test.progress' && typeof data['output'] === 'string') t.lines++;
-        if (e.event_type === 'test.started') t.startedAt = e.timestamp;
+        if (e.event_type === 'test.started') {
+          t.startedAt = e.timestamp;
+          t.metadata = t.metadata ?? (isObject(data['metadata']) ? data['metadata'] : null);
+        }
         const older = findingsOf(e, testId);
         t.findings += older.length;
         if (older.length) findings = [...findings, ...older.reverse()].slice(0, limits.maxFindings);
@@ -122,6 +142,8 @@ export function reduceEvents(state: LiveState, events: EventEnvelope[], limits =
         case 'test.started':
           t.status = 'running';
           t.startedAt = e.timestamp;
+          t.metadata = isObject(data['metadata']) ? data['metadata'] : t.metadata;
+          t.userId = e.user_id ?? t.userId;
           break;
         case 'test.progress': {
           const output = data['output'];
@@ -137,12 +159,15 @@ export function reduceEvents(state: LiveState, events: EventEnvelope[], limits =
           break;
         case 'test.error':
           t.status = 'error';
-          t.error = str(data['error']) ?? str(data['message']) ?? 'The test failed.';
+          t.error = errorText(data['error']) ?? str(data['message']) ?? 'The test failed.';
           break;
         case 'test.cancelled':
           t.status = 'cancelled';
+          t.cancelledBy = str(data['cancelled_by']);
+          t.cancelReason = str(data['reason']);
           break;
       }
+      if (e.event_type !== 'test.started' && e.event_type !== 'test.progress') t.summary = summaryOf(data['summary']) ?? t.summary;
       const found = findingsOf(e, testId);
       if (found.length) {
         t.findings += found.length;
@@ -214,6 +239,35 @@ export function reduceEvents(state: LiveState, events: EventEnvelope[], limits =
     maintenance,
     eventCount: state.eventCount + events.length,
   };
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** `data.error`: `{type, message}` (contract v2), or the text older publishers sent. */
+function errorText(v: unknown): string | null {
+  if (isObject(v)) {
+    const type = str(v['type']);
+    const message = str(v['message']);
+    return type && message ? `${type}: ${message}` : (message ?? type);
+  }
+  return str(v);
+}
+
+const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
+
+/** `data.summary` of a finished run, or null when there is none that reads. */
+export function summaryOf(v: unknown): RunSummary | null {
+  if (!isObject(v)) return null;
+  const findings: Partial<Record<Severity, number>> = {};
+  if (isObject(v['findings'])) {
+    for (const [k, n] of Object.entries(v['findings'])) {
+      const count = num(n);
+      if ((SEVERITIES as readonly string[]).includes(k) && count !== null) findings[k as Severity] = count;
+    }
+  }
+  const extra: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) if (!['findings', 'duration_seconds', 'lines'].includes(k)) extra[k] = x;
+  return { findings, durationSeconds: num(v['duration_seconds']), lines: num(v['lines']), extra };
 }
 
 const SEVERITIES: readonly Severity[] = ['info', 'low', 'medium', 'high', 'critical'];
