@@ -162,7 +162,9 @@ async def _publish(request: Request, *, batch: bool) -> Response:
     try:
         body = await _read_body(request)
     except _BodyTooLarge:
-        return problem(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes", field="body")
+        response = problem(413, "too_large", f"over {MAX_BODY_BYTES} bytes", field="body")
+        response.headers["Connection"] = "close"  # the rest of the body is never read
+        return response
     try:
         events = _decode_events(body, batch=batch, max_event_bytes=service.settings.max_event_bytes)
     except msgspec.ValidationError as exc:

@@ -72,12 +72,11 @@ def guarded_http(header_timeout: float, max_pending: int) -> type[asyncio.Protoc
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self in pending:
+            super().data_received(data)
+            if self in pending:  # still no end of headers after this chunk
                 self._header_bytes += len(data)
                 if self._header_bytes > MAX_HEADER_BYTES:
-                    return self._refuse(_TOO_LARGE)
-            super().data_received(data)
-            return None
+                    self._refuse(_TOO_LARGE)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
