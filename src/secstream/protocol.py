@@ -19,7 +19,7 @@ MAX_FRAME_BYTES = 64 * 1024
 """Larger frames never reach the app: the server closes them with 1009 (see ``server``)."""
 MAX_DEPTH = 32
 """Deepest nesting of arrays and objects in a client frame or a publish body."""
-_OFFSET = re.compile(r"0|\d{1,20}(-\d{1,20})?")
+_OFFSET = re.compile(r"0|[0-9]{1,20}(-[0-9]{1,20})?")  # [0-9]: \d takes any Unicode digit
 _UINT64 = 2**64 - 1
 
 Ref = str | int
@@ -194,22 +194,27 @@ def decode_client_frame(raw: bytes | str) -> ClientMessage:
     return msg
 
 
+class _IdOnly(msgspec.Struct):
+    id: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_ID_DECODER = msgspec.json.Decoder(_IdOnly)
+_REF_DECODER = msgspec.json.Decoder(str | int | None)
+
+
 def ref_of(raw: bytes | str) -> Ref | None:
     """The ``id`` of a frame that failed to decode, so its error can still carry ``ref``.
 
-    Oversize and over-deep frames are not decoded for it: None.
+    Only ``id`` is decoded (other fields are skipped, so a number out of range elsewhere
+    does not hide it); oversize and over-deep frames are not decoded at all: None.
     """
     if len(raw) > MAX_FRAME_BYTES or too_deep(raw):
         return None
     try:
-        obj = msgspec.json.decode(raw)
+        ref = _REF_DECODER.decode(_ID_DECODER.decode(raw).id)
     except msgspec.DecodeError:
         return None
-    if isinstance(obj, dict):
-        ref = obj.get("id")
-        if isinstance(ref, str | int) and not isinstance(ref, bool):
-            return ref
-    return None
+    return None if isinstance(ref, bool) else ref
 
 
 # -- HTTP publish ------------------------------------------------------------
