@@ -104,8 +104,12 @@ async def test_a_rate_limited_sender_of_huge_frames_is_closed_not_decoded(
 
 def test_ref_of_does_not_decode_oversize_or_over_deep_frames() -> None:
     assert ref_of('{"id": "r", "x": 1}') == "r"
+    assert ref_of('{"id": "r", "x": 1e400}') == "r"  # a number out of range elsewhere
     assert ref_of('{"id": "r", "pad": "' + "x" * MAX_FRAME_BYTES + '"}') is None
-    assert ref_of('{"id": "r", "x": ' + _deep(40) + "}") is None
+    # over-deep: the id is looked up in the text, one level in and outside strings
+    assert ref_of('{"id": "r", "x": ' + _deep(10_000) + "}") == "r"
+    assert ref_of('{"x": {"id": 1}, "s": "\\"id\\": 2", "y": ' + _deep(40) + ', "id": 3}') == 3
+    assert ref_of("[" + _deep(40) + ', {"id": 4}]') is None
 
 
 async def test_a_10k_deep_frame_is_a_bad_request_and_the_connection_stays(
@@ -115,7 +119,7 @@ async def test_a_10k_deep_frame_is_a_bad_request_and_the_connection_stays(
         frame = '{"type": "ping", "id": "d", "x": ' + _deep(10_000) + "}"
         assert len(frame) < MAX_FRAME_BYTES
         await ws.send(frame)
-        error = await ws.expect("error", code="bad_request")
+        error = await ws.expect("error", code="bad_request", ref="d")
         assert "deeper than 32" in error["message"]
         await ws.send({"type": "ping", "id": "after"})
         await ws.expect("pong", ref="after")

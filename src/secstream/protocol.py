@@ -184,7 +184,7 @@ def decode_client_frame(raw: bytes | str) -> ClientMessage:
     if len(raw) > MAX_FRAME_BYTES:
         raise FrameError(f"frame over {MAX_FRAME_BYTES} bytes")
     if too_deep(raw):
-        raise FrameError(f"frame nested deeper than {MAX_DEPTH} levels")
+        raise FrameError(f"frame nested deeper than {MAX_DEPTH} levels", _top_level_id(raw))
     try:
         msg: ClientMessage = DECODER.decode(raw)
     except msgspec.ValidationError as exc:
@@ -192,6 +192,29 @@ def decode_client_frame(raw: bytes | str) -> ClientMessage:
     except msgspec.DecodeError:
         raise FrameError("frame is not a JSON object") from None
     return msg
+
+
+_ID_MEMBER = re.compile(rb'"id"\s*:\s*("[^"\\]*(?:\\.[^"\\]*)*"|-?[0-9]+)')
+
+
+def _top_level_id(raw: bytes | str) -> Ref | None:
+    """The ``id`` of an object too deep to decode, found in its text: the first few
+    ``"id":`` members, outside strings, one level in (each check runs in C)."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    for n, member in enumerate(_ID_MEMBER.finditer(data)):
+        if n == 4:
+            break
+        before = _STRING.sub(b"", data[: member.start()])
+        if b'"' in before:
+            continue  # inside a string
+        opened = before.count(b"{") + before.count(b"[")
+        if opened - before.count(b"}") - before.count(b"]") == 1:
+            try:
+                ref = _REF_DECODER.decode(member.group(1))
+            except msgspec.DecodeError:
+                return None
+            return None if isinstance(ref, bool) else ref
+    return None
 
 
 class _IdOnly(msgspec.Struct):
@@ -206,10 +229,13 @@ def ref_of(raw: bytes | str) -> Ref | None:
     """The ``id`` of a frame that failed to decode, so its error can still carry ``ref``.
 
     Only ``id`` is decoded (other fields are skipped, so a number out of range elsewhere
-    does not hide it); oversize and over-deep frames are not decoded at all: None.
+    does not hide it); an over-deep frame is not decoded, its ``id`` is looked up in the
+    text; an oversize frame: None.
     """
-    if len(raw) > MAX_FRAME_BYTES or too_deep(raw):
+    if len(raw) > MAX_FRAME_BYTES:
         return None
+    if too_deep(raw):
+        return _top_level_id(raw)
     try:
         ref = _REF_DECODER.decode(_ID_DECODER.decode(raw).id)
     except msgspec.DecodeError:
