@@ -69,13 +69,14 @@ def test_every_contract_variable_is_read(tmp_path: Path) -> None:
         "SECSTREAM_MAX_EVENT_BYTES": "1000",
         "SECSTREAM_HEADER_TIMEOUT": "2.5",
         "SECSTREAM_MAX_PENDING_CONNECTIONS": "7",
+        "SECSTREAM_BODY_TIMEOUT": "30",
     }
     s = Settings.from_env(env)
     assert s.jwt_leeway == 4 and s.max_connections_per_user == 0 and s.handshake_rate == 3
     assert s.trusted_proxies == ("10.0.0.1", "192.168.0.0/16", "::1")
     assert s.allowed_origins == ("https://app.example", "http://localhost:5173")
     assert s.max_event_bytes == 1000
-    assert (s.header_timeout, s.max_pending_connections) == (2.5, 7)
+    assert (s.header_timeout, s.max_pending_connections, s.body_timeout) == (2.5, 7, 30)
     assert s.redis_url == "redis://example:6380/2" and s.key_prefix == "svc"
     assert s.jwt_secret == "s3cret" and s.jwt_public_key_file == key_file
     assert s.jwt_audience == "aud" and s.jwt_issuer == "iss"

@@ -400,6 +400,36 @@ async def test_request_headers_over_64_kib_get_431(live_app: LiveAppFactory) -> 
         assert response.startswith(b"HTTP/1.1 431"), response[:100]
 
 
+async def test_a_body_that_trickles_is_cut_at_the_body_timeout(live_app: LiveAppFactory) -> None:
+    async with live_app(body_timeout=1.5) as app:
+        auth = app.token("pub", ["publisher"])
+
+        def trickle(path: str) -> float:
+            """Declare 1000 bytes, send one a tenth of a second; when the server closed."""
+            with socket.create_connection(("127.0.0.1", app.port), timeout=10) as sock:
+                sock.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {auth}\r\n"
+                    "Content-Length: 1000\r\n\r\n".encode()
+                )
+                started = time.monotonic()
+                while time.monotonic() - started < 10:
+                    try:
+                        sock.sendall(b" ")
+                        if select.select([sock], [], [], 0.1)[0] and not sock.recv(65536):
+                            break
+                    except OSError:
+                        break
+                return time.monotonic() - started
+
+        # read by the app (a publish), and not read at all (answered 405 at once)
+        for path in ("/api/v1/events", "/health/live"):
+            took = await anyio.to_thread.run_sync(trickle, path)
+            assert 1.2 < took < 4, (path, took)
+        async with app.http(auth) as http:  # a body sent at once is not affected
+            body = {"event_type": "system.status", "data": {}}
+            assert (await http.post("/api/v1/events", json=body)).status_code == 202
+
+
 # -- row 6: connections per user -------------------------------------------------------------
 
 

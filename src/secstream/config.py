@@ -64,6 +64,8 @@ class Settings:
     """Seconds a connection may take to send a request's headers."""
     max_pending_connections: int = 1000
     """Connections still sending their headers; past it the oldest is closed."""
+    body_timeout: float = 60.0
+    """Seconds a request's body may take to arrive after its headers."""
     static_dir: Path | None = None
     """The built front end; None: the package's ``web/`` folder."""
 
@@ -116,7 +118,7 @@ class Settings:
             "retention_seconds", "retention_maxlen", "replay_limit", "trim_interval",
             "max_queue_bytes", "publish_rate", "publish_burst",
             "critical_retention_seconds", "max_connections", "handshake_rate",
-            "max_event_bytes", "header_timeout", "max_pending_connections",
+            "max_event_bytes", "header_timeout", "max_pending_connections", "body_timeout",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -200,4 +202,5 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "max_event_bytes": _positive_int,
     "header_timeout": _finite,
     "max_pending_connections": _positive_int,
+    "body_timeout": _finite,
 }

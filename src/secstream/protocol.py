@@ -163,9 +163,12 @@ def too_deep(raw: bytes | str, limit: int = MAX_DEPTH) -> bool:
     if data.count(b"[") + data.count(b"{") <= limit:
         return False
     brackets = _STRING.sub(b"", data).translate(_SQUARE, _NOT_BRACKET)
+    run = b"[" * (limit + 1)  # that many opens in a row: too deep at once
     for _ in range(limit):
         if not brackets:
             return False
+        if run in brackets:
+            return True
         brackets = brackets.replace(b"[]", b"")
     return bool(brackets)
 

@@ -38,7 +38,9 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "port": settings.port,
         "lifespan": "on",
         "timeout_graceful_shutdown": DRAIN_SECONDS,
-        "http": guarded_http(settings.header_timeout, settings.max_pending_connections),
+        "http": guarded_http(
+            settings.header_timeout, settings.max_pending_connections, settings.body_timeout
+        ),
         "ws_max_size": MAX_FRAME_BYTES,  # larger frames: closed 1009, never decoded
         "ws_per_message_deflate": True,
         "ws_ping_interval": None,  # the hub sends the protocol's own pings
@@ -53,15 +55,20 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
     return uvicorn.Config(app, **options)
 
 
-def guarded_http(header_timeout: float, max_pending: int) -> type[asyncio.Protocol]:
+def guarded_http(
+    header_timeout: float, max_pending: int, body_timeout: float = 60.0
+) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol, plus: each request's headers within ``header_timeout``
-    seconds (408, closed) and ``MAX_HEADER_BYTES`` (431, closed); and at most
-    ``max_pending`` connections sending headers at once: past it the one that has been
-    at it longest is closed, so a slow-header flood cannot keep new clients out."""
+    seconds (408, closed) and ``MAX_HEADER_BYTES`` (431, closed); at most ``max_pending``
+    connections sending headers at once: past it the one that has been at it longest is
+    closed, so a slow-header flood cannot keep new clients out; and each request's body
+    in full within ``body_timeout`` seconds of its headers (closed), whether or not the
+    app reads it."""
     pending: dict[GuardedHttp, asyncio.TimerHandle] = {}  # oldest first
 
     class GuardedHttp(HttpToolsProtocol):
         _header_bytes = 0
+        _body_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -69,6 +76,7 @@ def guarded_http(header_timeout: float, max_pending: int) -> type[asyncio.Protoc
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            self._body_done()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -85,6 +93,18 @@ def guarded_http(header_timeout: float, max_pending: int) -> type[asyncio.Protoc
         def on_headers_complete(self) -> None:
             self._disarm()
             super().on_headers_complete()
+            # An upgrade hands the socket to the WebSocket protocol: no body to time.
+            if not (self.parser.should_upgrade() and self._should_upgrade()):
+                self._body_timer = self.loop.call_later(body_timeout, self.transport.close)
+
+        def on_message_complete(self) -> None:
+            self._body_done()
+            super().on_message_complete()
+
+        def _body_done(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
 
         def _arm(self) -> None:
             if self in pending or self.transport.is_closing():
