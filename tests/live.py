@@ -22,6 +22,7 @@ from secstream.app import create_app
 from secstream.auth import Authenticator
 from secstream.config import Settings
 from secstream.protocol import Audience, PublishRequest, parse_offset
+from secstream.server import uvicorn_config
 from secstream.service import Service
 
 JWT_SECRET = "secstream-tests-hs256-secret-0123456789"
@@ -125,15 +126,13 @@ async def run_app(settings: Settings) -> AsyncIterator[LiveApp]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    # The server's own limits (frame size, header guard, proxies), as ``serve`` runs it.
+    config = uvicorn_config(
         app,
-        lifespan="on",
+        settings,
         log_config=None,
         log_level="warning",
         timeout_graceful_shutdown=2,
-        ws_ping_interval=None,
-        ws_ping_timeout=None,
-        ws_max_size=1024 * 1024,
     )
     server = _QuietServer(config)
     try:
@@ -149,7 +148,7 @@ async def run_app(settings: Settings) -> AsyncIterator[LiveApp]:
                     settings=settings,
                     service=app.state.service,
                     port=port,
-                    auth=Authenticator(secret=settings.jwt_secret),
+                    auth=app.state.service.auth,
                 )
             finally:
                 server.should_exit = True

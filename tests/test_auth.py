@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from joserfc.jwk import RSAKey
 
 from secstream.auth import Authenticator, Principal
 from secstream.config import Settings
@@ -293,7 +294,6 @@ def test_jwks_skips_unusable_entries(
 ) -> None:
     path = tmp_path / "jwks.json"
     entries = [
-        {"kty": "oct", "k": _b64(SECRET.encode()), "kid": "hmac"},
         {**jwk(rsa_key, "enc"), "use": "enc"},
         {**jwk(rsa_key, "wrong-alg"), "alg": "ES256"},
         {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},
@@ -304,7 +304,7 @@ def test_jwks_skips_unusable_entries(
     with caplog.at_level(logging.WARNING, logger="secstream.auth"):
         auth = Authenticator(public_key_file=path)
     assert auth.algorithms == {"RS256"}
-    assert len([r for r in caplog.records if "JWKS" in r.message]) == 5
+    assert len([r for r in caplog.records if "JWKS" in r.message]) == 4
     assert auth.authenticate(rs256(claims(), rsa_key, kid="good")).sub == "u-7"
     assert reason(auth, hs256(claims(), kid="hmac")) == "unsupported algorithm"
 
@@ -356,11 +356,36 @@ def test_bad_secrets(rsa_pem_file: Path) -> None:
         assert info.value.key == "SECSTREAM_JWT_SECRET"
 
 
-def test_short_secret_is_logged_not_warned(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="secstream.auth"):
-        auth = Authenticator(secret="short")
-    assert any(r.message == "weak JWT key" for r in caplog.records)
-    assert auth.authenticate(hs256(claims(), secret="short")).sub == "u-7"
+def test_a_secret_under_32_bytes_is_refused() -> None:
+    for short in ("x", "short", "s" * 31, "é" * 15):
+        with pytest.raises(ConfigError) as info:
+            Authenticator(secret=short)
+        assert info.value.key == "SECSTREAM_JWT_SECRET" and "32 bytes" in str(info.value)
+    auth = Authenticator(secret="s" * 32)
+    assert auth.authenticate(hs256(claims(), secret="s" * 32)).sub == "u-7"
+
+
+@pytest.mark.parametrize("members", [("d",), ("p", "q"), ("dp", "dq", "qi")])
+def test_a_jwks_with_private_parts_is_refused(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey, members: tuple[str, ...]
+) -> None:
+    private = RSAKey.import_key(rsa_key).as_dict(private=True)
+    public = {k: v for k, v in private.items() if k in ("kty", "n", "e")}
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [{**public, **{m: private[m] for m in members}}]}))
+    with pytest.raises(ConfigError) as info:
+        Authenticator(public_key_file=path)
+    assert info.value.key == "SECSTREAM_JWT_PUBLIC_KEY_FILE" and "private" in str(info.value)
+    path.write_text(json.dumps({"keys": [public]}))
+    Authenticator(public_key_file=path)  # the public half alone loads
+
+
+def test_a_jwks_with_a_shared_secret_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [{"kty": "oct", "k": _b64(SECRET.encode())}]}))
+    with pytest.raises(ConfigError) as info:
+        Authenticator(public_key_file=path)
+    assert info.value.key == "SECSTREAM_JWT_PUBLIC_KEY_FILE"
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,9 @@ def test_defaults() -> None:
     assert (settings.publish_rate, settings.publish_burst) == (1000, 2000)
     assert settings.critical_retention_seconds == 604_800
     assert settings.max_connections == 10_000
+    assert settings.max_connections_per_user == 100 and settings.handshake_rate == 10
+    assert settings.trusted_proxies == () and settings.allowed_origins == ()
+    assert settings.max_event_bytes == 65536 and settings.jwt_leeway == 0
     assert settings.data_dir == Path(".secstream")
     assert settings.demo is False
 
@@ -58,8 +61,22 @@ def test_every_contract_variable_is_read(tmp_path: Path) -> None:
         "SECSTREAM_CRITICAL_RETENTION_SECONDS": "1000",
         "SECSTREAM_MAX_CONNECTIONS": "9",
         "SECSTREAM_DATA_DIR": str(tmp_path / "data"),
+        "SECSTREAM_JWT_LEEWAY": "4",
+        "SECSTREAM_MAX_CONNECTIONS_PER_USER": "0",
+        "SECSTREAM_HANDSHAKE_RATE": "3",
+        "SECSTREAM_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16,::1",
+        "SECSTREAM_ALLOWED_ORIGINS": "https://app.example,http://localhost:5173",
+        "SECSTREAM_MAX_EVENT_BYTES": "1000",
+        "SECSTREAM_HEADER_TIMEOUT": "2.5",
+        "SECSTREAM_MAX_PENDING_CONNECTIONS": "7",
+        "SECSTREAM_BODY_TIMEOUT": "30",
     }
     s = Settings.from_env(env)
+    assert s.jwt_leeway == 4 and s.max_connections_per_user == 0 and s.handshake_rate == 3
+    assert s.trusted_proxies == ("10.0.0.1", "192.168.0.0/16", "::1")
+    assert s.allowed_origins == ("https://app.example", "http://localhost:5173")
+    assert s.max_event_bytes == 1000
+    assert (s.header_timeout, s.max_pending_connections, s.body_timeout) == (2.5, 7, 30)
     assert s.redis_url == "redis://example:6380/2" and s.key_prefix == "svc"
     assert s.jwt_secret == "s3cret" and s.jwt_public_key_file == key_file
     assert s.jwt_audience == "aud" and s.jwt_issuer == "iss"
@@ -73,7 +90,7 @@ def test_every_contract_variable_is_read(tmp_path: Path) -> None:
 
 
 def test_overrides_win_over_the_environment() -> None:
-    env = {**SECRET, "SECSTREAM_REDIS_URL": "redis://a:1/0", "SECSTREAM_PORT": "9000"}
+    env = {"SECSTREAM_REDIS_URL": "redis://a:1/0", "SECSTREAM_PORT": "9000"}
     s = Settings.from_env(env, redis_url="redis://b:2/0", port=None, demo=True)
     assert s.redis_url == "redis://b:2/0" and s.port == 9000 and s.demo is True
 
@@ -97,6 +114,15 @@ def test_empty_values_mean_the_default() -> None:
         ("SECSTREAM_REDIS_URL", "http://localhost"),
         ("SECSTREAM_KEY_PREFIX", "a b"),
         ("SECSTREAM_JWT_PUBLIC_KEY_FILE", "/no/such/file.pem"),
+        ("SECSTREAM_JWT_LEEWAY", "-5"),
+        ("SECSTREAM_JWT_LEEWAY", "inf"),
+        ("SECSTREAM_MAX_CONNECTIONS_PER_USER", "-1"),
+        ("SECSTREAM_TRUSTED_PROXIES", "10.0.0.1,not-an-address"),
+        ("SECSTREAM_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("SECSTREAM_ALLOWED_ORIGINS", "app.example"),
+        ("SECSTREAM_MAX_EVENT_BYTES", "0"),
+        ("SECSTREAM_HEADER_TIMEOUT", "nan"),
+        ("SECSTREAM_MAX_PENDING_CONNECTIONS", "0"),
     ],
 )
 def test_bad_values_raise_naming_the_variable(key: str, raw: str) -> None:

@@ -415,7 +415,7 @@ async def test_dev_endpoints_are_404_without_demo(live_app: LiveAppFactory) -> N
 
 async def test_dev_endpoints_with_demo(live_app: LiveAppFactory) -> None:
     with anyio.fail_after(15):
-        async with live_app(demo=True) as app, httpx.AsyncClient(
+        async with live_app(demo=True, jwt_secret=None) as app, httpx.AsyncClient(
             base_url=app.base_url, timeout=10
         ) as http:
             response = await http.post(

@@ -67,23 +67,33 @@ async def test_a_publisher_that_keeps_being_limited_raises_one_alert_for_admins_
             assert (await analyst.event())["id"] == marker
 
 
-async def test_handshakes_per_client_address_are_limited_with_429(
+async def test_refused_handshakes_per_client_address_are_limited_with_429(
     live_app: LiveAppFactory,
 ) -> None:
-    async with live_app(handshake_rate=1) as app:  # a burst of 2, then 1 per second
-        token = app.token("u-1", ["viewer"])
-        url = f"{app.ws_url}?token={token}"
+    async with live_app(handshake_rate=1) as app:  # a burst of 2 refusals, then 1 per second
+        valid = f"{app.ws_url}?token={app.token('u-1', ['viewer'])}"
+        # valid handshakes are never limited by address, however many
+        for _ in range(10):
+            async with connect(valid, open_timeout=5):
+                pass
         statuses = []
         for _ in range(4):
             try:
-                async with connect(url, open_timeout=5):
+                async with connect(f"{app.ws_url}?token=forged", open_timeout=5):
                     statuses.append(101)
             except InvalidStatus as exc:
                 statuses.append(exc.response.status_code)
                 if exc.response.status_code == 429:
                     assert exc.response.headers["Retry-After"] == "1"
-        assert statuses[:2] == [101, 101]
-        assert 429 in statuses[2:]
+        assert statuses == [401, 401, 429, 429]
+        # once the address is limited, its valid handshakes wait too, until it drains
+        with pytest.raises(InvalidStatus) as limited:
+            async with connect(valid, open_timeout=5):
+                pass
+        assert limited.value.response.status_code == 429
+        await anyio.sleep(1.2)
+        async with connect(valid, open_timeout=5):
+            pass
         async with httpx.AsyncClient(base_url=app.base_url) as http:
             metrics = (await http.get("/metrics")).text
         assert _metric(metrics, "secstream_rate_limited_total", 'kind="handshake"') >= 1

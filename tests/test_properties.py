@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from secstream.redis_server import RedisServer
@@ -47,7 +50,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         redis.url,
         env={**ENV, "SECSTREAM_CLIENT_RATE": "100000", "SECSTREAM_CLIENT_BURST": "100000",
              "SECSTREAM_PUBLISH_RATE": "100000", "SECSTREAM_PUBLISH_BURST": "100000",
-             "SECSTREAM_HEARTBEAT_INTERVAL": "600"},
+             "SECSTREAM_HEARTBEAT_INTERVAL": "600", "SECSTREAM_HANDSHAKE_RATE": "100000"},
     )
     try:
         yield process.start()
@@ -88,10 +91,31 @@ def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20)
-    | st.floats(allow_nan=False, allow_infinity=False),
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**200), 2**200) | st.sampled_from([2**63, -(2**63) - 1, 2**64, 1e308]),
     _nested,
     max_leaves=12,
 )
+HUGE_NUMBERS = st.sampled_from(
+    ["1e400", "-1e400", "1E-400", "99999999999999999999999999", "-0", "1e308", "123456789e300"]
+)
+"""Number texts that ``json.dumps`` never writes: out of every range."""
+odd_ids = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=70
+) | st.sampled_from(["ab\n", "ab\r\n", "a b", "\x00", "é", "a" * 65, "-", "_" * 64, "0\n"])
+
+
+def _deep_text(depth: int, inner: str = "1") -> str:
+    opens, closes = zip(*(("[", "]") if i % 2 else ('{"k":', "}") for i in range(depth)),
+                        strict=True) if depth else ((), ())
+    return "".join(opens) + inner + "".join(reversed(closes))
+
+
+deep_values = st.tuples(
+    st.integers(0, 40) | st.integers(0, 12_000), HUGE_NUMBERS | st.just("1")
+).map(lambda t: _deep_text(*t))
+"""Nesting from none to 12,000 levels (the limit is 32; about 48 KB: under 64 KiB), around a
+number or a huge one."""
 field_values = json_values | st.sampled_from(["*", "test.*", "0", "1-0", "s1", "", "x" * 300])
 typed_frames = st.fixed_dictionaries(
     {"type": st.sampled_from(TYPES)},
@@ -103,9 +127,23 @@ typed_frames = st.fixed_dictionaries(
         "token": field_values, "test_id": field_values, "extra": field_values,
     },
 )
+def _frame_around(value: str, kind: str, ref: str) -> str:
+    """A typed frame whose field ``kind`` is the raw JSON text ``value``."""
+    head = f'{{"type": "subscribe", "id": {json.dumps(ref)}, "event_types": ["*"]'
+    return f'{head}, "{kind}": {value}}}'
+
+
+raw_frames = st.builds(
+    _frame_around,
+    deep_values | HUGE_NUMBERS,
+    st.sampled_from(["since", "test_id", "extra", "event_types", "id"]),
+    odd_ids,
+)
 frames = (
     typed_frames.map(json.dumps)
     | json_values.map(json.dumps)
+    | raw_frames
+    | deep_values
     | st.binary(max_size=64)
     | st.text(max_size=64)
 )
@@ -144,7 +182,7 @@ def test_any_client_frame_gets_an_error_or_a_valid_reply(
             assert reply["code"] in ERROR_CODES and isinstance(reply["message"], str), reply
     try:
         sent = json.loads(frame)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         sent = None
     ref = sent.get("id") if isinstance(sent, dict) else None
     if isinstance(ref, str | int) and not isinstance(ref, bool):
@@ -169,12 +207,26 @@ def test_any_client_frame_gets_an_error_or_a_valid_reply(
         assert event["type"] == "event" and event["id"] == response.json()["id"], event
 
 
-def test_a_frame_over_64_kib_is_a_bad_request(fuzzed: ClientConnection) -> None:
-    frame = json.dumps({"type": "ping", "id": "big", "pad": "x" * 70000})
-    replies = _exchange(fuzzed, frame, -1)
-    assert [(r["type"], r["code"]) for r in replies] == [("error", "bad_request")]
+def test_a_frame_over_64_kib_closes_1009(node: ServeProcess) -> None:
+    with _open(node, "big") as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "welcome"
+        ws.send(json.dumps({"type": "ping", "id": "big", "pad": "x" * 70000}))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 
 
+def _body_around(value: str, field: str) -> str:
+    if field == "data":
+        return f'{{"event_type": "system.status", "data": {{"x": {value}}}}}'
+    return f'{{"event_type": "system.status", "data": {{}}, "{field}": {value}}}'
+
+
+raw_bodies = st.builds(
+    _body_around,
+    deep_values | HUGE_NUMBERS,
+    st.sampled_from(["data", "ttl", "priority", "audience", "user_id"]),
+)
 bodies = st.one_of(
     json_values,
     st.fixed_dictionaries(
@@ -195,11 +247,11 @@ bodies = st.one_of(
 
 
 @PROFILE
-@given(body=bodies)
+@given(body=bodies.map(json.dumps) | raw_bodies)
 def test_any_publish_body_gets_202_or_a_json_4xx(node: ServeProcess, body: Any) -> None:
     response = httpx.post(
         f"{node.base_url}/api/v1/events",
-        content=json.dumps(body),
+        content=body if isinstance(body, str) else json.dumps(body),
         headers={**publisher_headers(), "Content-Type": "application/json"},
         timeout=5,
     )
@@ -209,3 +261,51 @@ def test_any_publish_body_gets_202_or_a_json_4xx(node: ServeProcess, body: Any) 
         assert isinstance(payload["id"], str)
     else:
         assert isinstance(payload["message"], str), payload
+
+
+poll_values = odd_ids | HUGE_NUMBERS | st.integers(-(2**70), 2**70).map(str) | st.sampled_from(
+    ["0", "1-0", "5\n", "nan", "inf", "-inf", "1e3", "0x10", "\uff11", "\u0661-0",
+     "18446744073709551616-0"]
+)
+
+
+@PROFILE
+@given(
+    params=st.dictionaries(
+        st.sampled_from(["since", "limit", "wait", "types", "test_id"]), poll_values, max_size=4
+    )
+)
+def test_any_poll_query_gets_200_or_a_400_naming_the_field(
+    node: ServeProcess, params: dict[str, str]
+) -> None:
+    params = {k: v if k != "wait" or not _is_number(v) else "0" for k, v in params.items()}
+    response = httpx.get(
+        f"{node.base_url}/api/v1/events", params=params,
+        headers={"Authorization": f"Bearer {token('poller')}"}, timeout=10,
+    )
+    assert response.status_code in (200, 400), (params, response.status_code, response.text)
+    if response.status_code == 400:
+        assert response.json()["field"] in params, (params, response.text)
+
+
+def _is_number(value: str) -> bool:
+    """A wait that parses would make the poll wait: the examples keep it at 0."""
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(client_id=odd_ids)
+def test_any_client_id_gets_a_welcome_or_400(node: ServeProcess, client_id: str) -> None:
+    valid = re.fullmatch(r"[A-Za-z0-9_-]{1,64}", client_id) is not None
+    url = f"{node.ws_url}?client_id={quote(client_id, safe='')}"
+    try:
+        with connect(url, subprotocols=["secstream.v1", f"bearer.{token('ids')}"],  # type: ignore[list-item]
+                     open_timeout=5) as ws:
+            assert json.loads(ws.recv(timeout=5))["type"] == "welcome"
+            assert valid, client_id
+    except InvalidStatus as exc:
+        assert exc.response.status_code == 400 and not valid, (client_id, exc.response)

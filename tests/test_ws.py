@@ -464,7 +464,8 @@ async def test_malformed_frames_get_bad_request_and_break_nothing(
                 json.dumps({"type": "subscribe", "id": "w4", "event_types": ["*"], "since": "x"}),
                 json.dumps({"type": "ack", "id": "a"}),
                 json.dumps({"type": "unsubscribe", "id": 5, "subscription": 5}),
-                json.dumps({"type": "ping", "id": "big", "pad": "x" * (65 * 1024)}),
+                '{"type": "ping", "id": "deep", "x": ' + "[" * 10_000 + "]" * 10_000 + "}",
+                json.dumps({"type": "ping", "id": "d33", "x": _nested(33)}),
                 b"\xff\xfe",
             ]
             for frame in bad:
@@ -476,6 +477,42 @@ async def test_malformed_frames_get_bad_request_and_break_nothing(
             assert (await ws.event())["id"] == eid
             await ws.send({"type": "ping", "id": "still"})
             await ws.expect("pong", ref="still")
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+async def test_a_frame_32_deep_is_served_33_deep_is_a_bad_request(
+    live_app: LiveAppFactory,
+) -> None:
+    with anyio.fail_after(10):
+        async with live_app() as app, app.ws() as ws:
+            # the frame object is one level; its "x" the rest
+            await ws.send(json.dumps({"type": "ping", "id": "ok", "x": _nested(30)}))
+            await ws.expect("pong", ref="ok")
+            await ws.send(json.dumps({"type": "ping", "id": "no", "x": _nested(32)}))
+            error = await ws.expect("error", code="bad_request")
+            assert "deeper than 32" in error["message"]
+
+
+async def test_a_frame_over_64_kib_closes_1009_and_others_carry_on(
+    live_app: LiveAppFactory,
+) -> None:
+    with anyio.fail_after(10):
+        async with live_app() as app, app.ws() as ws, app.ws() as other:
+            fits = json.dumps({"type": "ping", "id": "fits", "pad": ""})
+            fits = fits.replace('""', '"' + "x" * (64 * 1024 - len(fits)) + '"')
+            assert len(fits) == 64 * 1024
+            await ws.send(fits)
+            await ws.expect("pong", ref="fits")
+            await ws.send(json.dumps({"type": "ping", "id": "big", "pad": "x" * (64 * 1024)}))
+            assert await ws.closed_with() == 1009
+            await other.send({"type": "ping", "id": "still"})
+            await other.expect("pong", ref="still")
 
 
 async def test_bad_request_carries_ref_when_the_frame_has_an_id(live_app: LiveAppFactory) -> None:

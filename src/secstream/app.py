@@ -18,6 +18,7 @@ from starlette.staticfiles import StaticFiles
 from secstream import endpoints
 from secstream.cancel_route import cancel_test
 from secstream.config import Settings
+from secstream.middleware import ForwardedHeader, SecurityHeaders, networks
 from secstream.service import Service
 from secstream.websocket import websocket_endpoint
 
@@ -38,10 +39,13 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
             await service.drain()
             await service.stop()
 
+    middleware = [Middleware(SecurityHeaders), Middleware(GZipMiddleware, minimum_size=1024)]
+    if settings.trusted_proxies:
+        middleware.insert(0, Middleware(ForwardedHeader, networks(settings.trusted_proxies)))
     app = Starlette(
         routes=_routes(settings.static_dir or WEB_DIR),
         lifespan=lifespan,
-        middleware=[Middleware(GZipMiddleware, minimum_size=1024)],
+        middleware=middleware,
     )
     app.state.service = service
     return app

@@ -44,6 +44,9 @@ _JWK_ALGS: Final = {
     "EC": frozenset(_EC_ALGS.values()),
 }
 
+_PRIVATE_JWK_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+MIN_SECRET_BYTES: Final = 32
+
 K = TypeVar("K", bound=Key)
 
 
@@ -108,6 +111,7 @@ class Authenticator:
             public_key_file=settings.jwt_public_key_file,
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
+            leeway=settings.jwt_leeway,
         )
 
     @property
@@ -248,8 +252,10 @@ def _has_audience(aud: object, audience: str) -> bool:
 
 
 def _load_secret(secret: str) -> OctKey:
-    if not secret:
-        raise ConfigError(_SECRET, "must not be empty")
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            _SECRET, f"must be at least {MIN_SECRET_BYTES} bytes (HS256 needs a 256-bit key)"
+        )
     try:
         return _quietly(lambda: OctKey.import_key(secret.encode()))
     except ValueError:
@@ -315,6 +321,8 @@ def _load_jwks(data: bytes) -> list[_VerifyKey]:
 
 
 def _load_jwk(entry: object) -> _VerifyKey | None:
+    if isinstance(entry, dict) and not _PRIVATE_JWK_MEMBERS.isdisjoint(entry):
+        raise ConfigError(_KEY_FILE, "holds a private or secret key: give the public keys only")
     if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
         return None
     kty, kid, declared = entry.get("kty"), entry.get("kid"), entry.get("alg")

@@ -318,7 +318,7 @@ def _server() -> Iterator[tuple[str, str, int]]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SECSTREAM_")}
         env.update(SECSTREAM_JWT_SECRET=SECRET, SECSTREAM_MAX_CONNECTIONS="20000",
                    SECSTREAM_PUBLISH_RATE="100000", SECSTREAM_PUBLISH_BURST="100000",
-                   SECSTREAM_HANDSHAKE_RATE="100000")
+                   SECSTREAM_HANDSHAKE_RATE="100000", SECSTREAM_MAX_CONNECTIONS_PER_USER="0")
         log = open(Path(tmp) / "serve.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "secstream", "serve", "--port", str(port),

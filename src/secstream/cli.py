@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import signal
 import sys
 from collections.abc import Generator, Sequence
@@ -25,7 +24,6 @@ from secstream.errors import ConfigError, EventInvalid, LogUnavailable
 logger = logging.getLogger("secstream")
 
 EXIT_CONFIG = 2
-DRAIN_SECONDS = 5
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -81,37 +79,27 @@ def _serve(args: argparse.Namespace) -> int:
         settings = Settings.from_env(
             host=args.host, port=args.port, redis_url=args.redis_url, demo=args.demo
         )
-        if settings.demo and settings.jwt_secret is None and settings.jwt_public_key_file is None:
-            settings = _with_demo_secret(settings)
         from secstream.auth import Authenticator
 
         Authenticator.from_settings(settings)
     except ConfigError as exc:
         print(f"secstream: bad setting {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if settings.jwt_audience is None and not settings.demo:
+        logger.warning(
+            "SECSTREAM_JWT_AUDIENCE is not set: tokens that the same key signed for any "
+            "other service are accepted here; set it to this service's audience"
+        )
 
     logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
     for name in ("uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).addFilter(_RedactTokens())
     with _redis_for(settings) as settings:
         from secstream.app import create_app
+        from secstream.server import uvicorn_config
 
         app = create_app(settings)
-        server = _Server(
-            uvicorn.Config(
-                app,
-                host=settings.host,
-                port=settings.port,
-                log_level=args.log_level,
-                lifespan="on",
-                timeout_graceful_shutdown=DRAIN_SECONDS,
-                ws_max_size=16 * 1024 * 1024,  # past 64 KiB: error bad_request, not a close
-                ws_per_message_deflate=True,
-                ws_ping_interval=None,
-                ws_ping_timeout=None,
-                proxy_headers=True,
-            )
-        )
+        server = _Server(uvicorn_config(app, settings, log_level=args.log_level))
         _tune_gc()
         server.run()
         return 0 if server.started or server.should_exit else 1
@@ -154,16 +142,6 @@ def _tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def _with_demo_secret(settings: Settings) -> Settings:
-    """The demo's HS256 secret, kept under the data dir so tokens survive a restart."""
-    path = settings.data_dir / "demo-jwt-secret"
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return Settings(**{**_fields(settings), "jwt_secret": path.read_text().strip()})
 
 
 def _fields(settings: Settings) -> dict[str, Any]:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,6 +16,7 @@ from secstream.errors import ConfigError
 T = TypeVar("T")
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s]+")
 _FLAG_ONLY = frozenset({"demo"})
 """Set by a flag alone: the demo (dev tokens for anyone) is never on by environment."""
 
@@ -30,6 +34,8 @@ class Settings:
     jwt_public_key_file: Path | None = None
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    jwt_leeway: float = 0.0
+    """Seconds of clock skew allowed on ``exp``/``nbf``."""
     heartbeat_interval: float = 20.0
     heartbeat_timeout: float = 10.0
     token_expiry_warning: float = 60.0
@@ -45,8 +51,22 @@ class Settings:
     publish_burst: int = 2000
     critical_retention_seconds: int = 604_800
     max_connections: int = 10_000
-    handshake_rate: float = 50.0
-    """Handshakes per second per client address (burst: twice that)."""
+    max_connections_per_user: int = 100
+    """Open connections per token ``sub`` on one process; 0: no cap."""
+    handshake_rate: float = 10.0
+    """Refused handshakes per second per client address (burst: twice that)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses/CIDRs whose ``X-Forwarded-For``/``Forwarded`` name the client."""
+    allowed_origins: tuple[str, ...] = ()
+    """``Origin`` values a browser handshake may carry; empty: any."""
+    max_event_bytes: int = 65536
+    """Largest encoded event a publish accepts."""
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a request's headers."""
+    max_pending_connections: int = 1000
+    """Connections still sending their headers; past it the oldest is closed."""
+    body_timeout: float = 60.0
+    """Seconds a request's body may take to arrive after its headers."""
     static_dir: Path | None = None
     """The built front end; None: the package's ``web/`` folder."""
 
@@ -86,21 +106,52 @@ class Settings:
             )
         if self.jwt_public_key_file is not None and not self.jwt_public_key_file.is_file():
             raise ConfigError("SECSTREAM_JWT_PUBLIC_KEY_FILE", "no such file")
+        if self.demo and (self.jwt_secret is not None or self.jwt_public_key_file is not None):
+            raise ConfigError(
+                "SECSTREAM_JWT_SECRET",
+                "--demo signs tokens with a random key of its own: unset "
+                "SECSTREAM_JWT_SECRET and SECSTREAM_JWT_PUBLIC_KEY_FILE to run the demo",
+            )
+        if self.demo and not _is_loopback(self.host):
+            raise ConfigError("--host", "--demo serves a loopback address only (127.0.0.1, ::1)")
         positive = (
             "heartbeat_interval", "heartbeat_timeout", "client_rate", "client_burst",
             "retention_seconds", "retention_maxlen", "replay_limit", "trim_interval",
             "max_queue_bytes", "stall_timeout", "publish_rate", "publish_burst",
             "critical_retention_seconds", "max_connections", "handshake_rate",
+            "max_event_bytes", "header_timeout", "max_pending_connections", "body_timeout",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"SECSTREAM_{name.upper()}", "must be greater than 0")
-        if self.token_expiry_warning < 0:
-            raise ConfigError("SECSTREAM_TOKEN_EXPIRY_WARNING", "must not be negative")
+        for name in ("token_expiry_warning", "jwt_leeway", "max_connections_per_user"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"SECSTREAM_{name.upper()}", "must not be negative")
+        for address in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(address, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    "SECSTREAM_TRUSTED_PROXIES", f"{address!r} is not an address or CIDR"
+                ) from None
+        for origin in self.allowed_origins:
+            if not _ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    "SECSTREAM_ALLOWED_ORIGINS", f"{origin!r} is not scheme://host[:port]"
+                )
         if not self.key_prefix or any(c in self.key_prefix for c in " {}"):
             raise ConfigError("SECSTREAM_KEY_PREFIX", "must be non-empty, without spaces or braces")
         if not 0 <= self.port <= 65535:
             raise ConfigError("SECSTREAM_PORT", "must be a port number")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _parse(key: str, raw: str, parser: Callable[[str], T]) -> T:
@@ -114,25 +165,44 @@ def _positive_int(raw: str) -> int:
     return int(raw.strip())
 
 
+def _finite(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def _comma_list(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _positive_int,
     "data_dir": Path,
     "jwt_public_key_file": Path,
     "static_dir": Path,
-    "heartbeat_interval": float,
-    "heartbeat_timeout": float,
-    "token_expiry_warning": float,
-    "client_rate": float,
+    "heartbeat_interval": _finite,
+    "heartbeat_timeout": _finite,
+    "token_expiry_warning": _finite,
+    "client_rate": _finite,
     "client_burst": _positive_int,
     "retention_seconds": _positive_int,
     "retention_maxlen": _positive_int,
     "replay_limit": _positive_int,
-    "trim_interval": float,
+    "trim_interval": _finite,
     "max_queue_bytes": _positive_int,
-    "stall_timeout": float,
-    "publish_rate": float,
+    "stall_timeout": _finite,
+    "publish_rate": _finite,
     "publish_burst": _positive_int,
     "critical_retention_seconds": _positive_int,
     "max_connections": _positive_int,
-    "handshake_rate": float,
+    "handshake_rate": _finite,
+    "jwt_leeway": _finite,
+    "max_connections_per_user": _positive_int,
+    "trusted_proxies": _comma_list,
+    "allowed_origins": _comma_list,
+    "max_event_bytes": _positive_int,
+    "header_timeout": _finite,
+    "max_pending_connections": _positive_int,
+    "body_timeout": _finite,
 }

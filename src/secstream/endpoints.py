@@ -7,7 +7,8 @@ import asyncio
 import logging
 import re
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 from starlette.requests import HTTPConnection, Request
@@ -20,9 +21,12 @@ from secstream.events import KNOWN_ROLES, expand, is_valid_pattern
 from secstream.limits import retry_after
 from secstream.protocol import (
     BATCH_DECODER,
+    ENCODER,
+    MAX_DEPTH,
     PUBLISH_DECODER,
     PublishRequest,
     is_offset,
+    too_deep,
 )
 from secstream.service import Service
 
@@ -32,6 +36,8 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 1000
 MAX_POLL_LIMIT = 1000
 MAX_POLL_WAIT = 30.0
+MAX_TEST_ID = 256
+N = TypeVar("N", int, float)
 _FIELD_AT = re.compile(r"at `\$\.?([^`]*)`")
 _MISSING = re.compile(r"(?:missing required|unknown) field `([^`]*)`")
 
@@ -105,9 +111,27 @@ async def _publish_guard(request: Request) -> Principal | Response:
         response = problem(429, "rate_limited", "too many publishes; slow down")
         response.headers["Retry-After"] = retry_after(wait)
         return response
-    if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-        return problem(413, "too_large", f"the body is over {MAX_BODY_BYTES} bytes")
     return principal
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, read as a stream: _BodyTooLarge as soon as it passes ``limit`` bytes,
+    whether or not it declared its length (the rest is never read)."""
+    declared = request.headers.get("content-length") or ""
+    if declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def publish(request: Request) -> Response:
@@ -135,9 +159,14 @@ async def _publish(request: Request, *, batch: bool) -> Response:
             return _unavailable(service)
         if seen is not None:
             return _accepted(seen, single=not batch)
-    body = await request.body()
     try:
-        events = _decode_events(body, batch=batch)
+        body = await _read_body(request)
+    except _BodyTooLarge:
+        response = problem(413, "too_large", f"over {MAX_BODY_BYTES} bytes", field="body")
+        response.headers["Connection"] = "close"  # the rest of the body is never read
+        return response
+    try:
+        events = _decode_events(body, batch=batch, max_event_bytes=service.settings.max_event_bytes)
     except msgspec.ValidationError as exc:
         return problem(422, "invalid_event", str(exc), field=_field_of(exc))
     except msgspec.DecodeError:
@@ -147,18 +176,31 @@ async def _publish(request: Request, *, batch: bool) -> Response:
     return await _append(service, events, key, single=not batch)
 
 
-def _decode_events(body: bytes, *, batch: bool) -> list[PublishRequest]:
+def _decode_events(body: bytes, *, batch: bool, max_event_bytes: int) -> list[PublishRequest]:
     """The validated events of a publish body; all of them, or an exception."""
+    if too_deep(body):
+        raise EventInvalid("body", f"nested deeper than {MAX_DEPTH} levels")
     if not batch:
         event = PUBLISH_DECODER.decode(body)
         validate(event)
+        _check_size(event, "", max_event_bytes)
         return [event]
     events = BATCH_DECODER.decode(body).events
     if not 0 < len(events) <= MAX_BATCH:
         raise EventInvalid("events", f"must hold 1 to {MAX_BATCH} events")
     for i, event in enumerate(events):
         validate(event, prefix=f"events[{i}].")
+        _check_size(event, f"events[{i}]", max_event_bytes)
     return events
+
+
+def _check_size(event: PublishRequest, field: str, limit: int) -> None:
+    size = len(ENCODER.encode(event))
+    if size > limit:
+        raise EventInvalid(
+            field or "body", f"the event encodes to {size} bytes, over SECSTREAM_MAX_EVENT_BYTES "
+            f"({limit})"
+        )
 
 
 async def _append(
@@ -197,20 +239,26 @@ async def poll(request: Request) -> Response:
     patterns = [p.strip() for p in (q.get("types") or "*").split(",") if p.strip()] or ["*"]
     bad = [p for p in patterns if not is_valid_pattern(p)]
     if bad:
-        return problem(400, "bad_request", f"unknown event type or pattern {bad[0]!r}")
+        message = f"unknown event type or pattern {bad[0]!r}"
+        return problem(400, "bad_request", message, field="types")
     refused = [p for p in patterns if "*" not in p and p not in principal.receivable]
     if refused:
-        return problem(403, "forbidden", f"your roles may not receive {refused[0]!r}")
+        message = f"your roles may not receive {refused[0]!r}"
+        return problem(403, "forbidden", message, field="types")
     since, test_id = q.get("since"), q.get("test_id") or None
     if since is not None and not is_offset(since):
-        return problem(400, "bad_request", "since must be an event id or \"0\"")
-    try:
-        limit = int(q.get("limit") or 100)
-        wait = float(q.get("wait") or 0)
-    except ValueError:
-        return problem(400, "bad_request", "limit and wait must be numbers")
-    if not 0 < limit <= MAX_POLL_LIMIT or not 0 <= wait <= MAX_POLL_WAIT:
-        return problem(400, "bad_request", "limit is 1 to 1000, wait 0 to 30 seconds")
+        return problem(400, "bad_request", "since must be an event id or \"0\"", field="since")
+    if test_id is not None and len(test_id) > MAX_TEST_ID:
+        message = f"test_id is at most {MAX_TEST_ID} characters"
+        return problem(400, "bad_request", message, field="test_id")
+    limit = _number(q.get("limit"), 100, int, 1, MAX_POLL_LIMIT)
+    if limit is None:
+        message = f"limit must be a whole number from 1 to {MAX_POLL_LIMIT}"
+        return problem(400, "bad_request", message, field="limit")
+    wait = _number(q.get("wait"), 0.0, float, 0, MAX_POLL_WAIT)
+    if wait is None:
+        message = f"wait must be a number of seconds from 0 to {MAX_POLL_WAIT:g}"
+        return problem(400, "bad_request", message, field="wait")
     types = expand(patterns, principal.receivable)
 
     def match(entry: StreamEntry) -> bool:
@@ -237,6 +285,21 @@ async def poll(request: Request) -> Response:
     except LogUnavailable:
         return problem(503, "unavailable", "the event log is unavailable; retry")
     return _page(page.entries, page.next, truncated)
+
+
+def _number(
+    raw: str | None, default: N, kind: Callable[[str], N], low: float, high: float
+) -> N | None:
+    """A query parameter within [low, high]; None when it is malformed or out of range."""
+    if raw is None or raw == "":
+        return default
+    if len(raw) > 32:
+        return None
+    try:
+        value = kind(raw)
+    except ValueError:
+        return None
+    return value if low <= value <= high else None  # NaN compares False: refused
 
 
 def _page(entries: list[StreamEntry], next_offset: str, truncated: bool) -> Response:
@@ -319,7 +382,13 @@ async def dev_token(request: Request) -> Response:
     if not service.settings.demo:
         return problem(404, "not_found", "the demo is not running")
     try:
-        body = msgspec.json.decode(await request.body(), type=_DevTokenRequest)
+        raw = await _read_body(request, 64 * 1024)
+    except _BodyTooLarge:
+        return problem(413, "too_large", "the body is over 64 KiB", field="body")
+    if too_deep(raw):
+        return problem(422, "invalid_request", f"nested deeper than {MAX_DEPTH}", field="body")
+    try:
+        body = msgspec.json.decode(raw, type=_DevTokenRequest)
     except msgspec.ValidationError as exc:
         return problem(422, "invalid_request", str(exc), field=_field_of(exc))
     except msgspec.DecodeError:

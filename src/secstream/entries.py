@@ -20,6 +20,7 @@ from secstream.events import EVENT_TYPES, TEST_EVENT_TYPES
 from secstream.protocol import PublishRequest, parse_offset
 from secstream.types import Offset
 
+MAX_TTL_SECONDS: Final = 365 * 86400
 START: Final[Offset] = "0-0"
 """The offset before every event."""
 
@@ -84,8 +85,8 @@ def validate(req: PublishRequest, prefix: str = "") -> None:
         raise EventInvalid(f"{prefix}data.test_id", "must be a string")
     if req.event_type == "user.notification" and (req.audience is None or not req.audience.users):
         raise EventInvalid(f"{prefix}audience.users", "user.notification needs audience.users")
-    if req.ttl is not None and req.ttl <= 0:
-        raise EventInvalid(f"{prefix}ttl", "must be a positive number of seconds")
+    if req.ttl is not None and not 0 < req.ttl <= MAX_TTL_SECONDS:
+        raise EventInvalid(f"{prefix}ttl", f"must be 0 to {MAX_TTL_SECONDS} seconds (a year)")
 
 
 def now_iso(now: float | None = None) -> str:

@@ -55,6 +55,55 @@ class KeyedLimiter:
             self._on_refused(self.kind, key)
         return 1.0 / self.rate
 
+    def exhausted(self, key: str) -> float | None:
+        """Like ``try_acquire`` but takes nothing: None while ``key`` has capacity left.
+
+        With ``charge`` it limits only some outcomes (refused handshakes), not every try.
+        """
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.has_capacity():
+            return None
+        if self._on_refused is not None:
+            self._on_refused(self.kind, key)
+        return 1.0 / self.rate
+
+    async def charge(self, key: str) -> None:
+        """Take one from ``key``'s bucket when it has any left."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = AsyncLimiter(self.burst, self.burst / self.rate)
+            if len(self._buckets) > self._max_keys:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+        if bucket.has_capacity():
+            await bucket.acquire()
+
+
+class UserSlots:
+    """Open connections per token ``sub``; ``cap`` 0: no cap."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._open: dict[str, int] = {}
+
+    def acquire(self, sub: str) -> bool:
+        held = self._open.get(sub, 0)
+        if self.cap and held >= self.cap:
+            return False
+        self._open[sub] = held + 1
+        return True
+
+    def release(self, sub: str) -> None:
+        held = self._open.get(sub, 0) - 1
+        if held > 0:
+            self._open[sub] = held
+        else:
+            self._open.pop(sub, None)
+
+    def held(self, sub: str) -> int:
+        return self._open.get(sub, 0)
+
 
 class AbuseWatch:
     """Counts refusals per (kind, source) and calls ``alert`` when one keeps coming."""

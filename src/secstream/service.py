@@ -20,7 +20,7 @@ from secstream.config import Settings
 from secstream.errors import WS_1001_GOING_AWAY, LogUnavailable
 from secstream.eventlog import RedisEventLog
 from secstream.hub import Hub
-from secstream.limits import AbuseWatch, KeyedLimiter
+from secstream.limits import AbuseWatch, KeyedLimiter, UserSlots
 from secstream.protocol import Audience, PublishRequest
 from secstream.simulator import Simulator
 from secstream.telemetry import Telemetry
@@ -85,6 +85,7 @@ class Service:
             max(1, int(settings.handshake_rate * 2)),
             on_refused=self.refused,
         )
+        self.user_slots = UserSlots(settings.max_connections_per_user)
         self.draining = False
         self.simulator: Simulator | None = None
         self._tasks: list[asyncio.Task[None]] = []

@@ -15,7 +15,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-import msgspec
 from aiolimiter import AsyncLimiter
 
 from secstream.acks import AckWriter
@@ -26,11 +25,10 @@ from secstream.errors import WS_1011_INTERNAL_ERROR, WS_4008_RATE_LIMITED, AuthE
 from secstream.events import expand, is_valid_pattern
 from secstream.hub import Hub
 from secstream.protocol import (
-    DECODER,
-    MAX_FRAME_BYTES,
     Ack,
     Acked,
     Error,
+    FrameError,
     Ping,
     Pong,
     PongReply,
@@ -41,6 +39,7 @@ from secstream.protocol import (
     Subscribed,
     Unsubscribe,
     Unsubscribed,
+    decode_client_frame,
     encode,
     is_offset,
     parse_offset,
@@ -147,16 +146,10 @@ class Session:
                 await self._violations.acquire()
             return
         await self._limiter.acquire()
-        if len(raw) > MAX_FRAME_BYTES:
-            self._error("bad_request", f"frame over {MAX_FRAME_BYTES} bytes", ref_of(raw))
-            return
         try:
-            msg = DECODER.decode(raw)
-        except msgspec.ValidationError as exc:
-            self._error("bad_request", str(exc), ref_of(raw))
-            return
-        except msgspec.DecodeError:
-            self._error("bad_request", "frame is not a JSON object", None)
+            msg = decode_client_frame(raw)
+        except FrameError as exc:
+            self._error("bad_request", str(exc), exc.ref)
             return
         match msg:
             case Subscribe():

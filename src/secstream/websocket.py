@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import re
 import uuid
+from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -20,7 +21,7 @@ from secstream.session import Session
 
 SUBPROTOCOL = "secstream.v1"
 BEARER_PREFIX = "bearer."
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class _Socket:
@@ -57,8 +58,18 @@ def _ws_token(websocket: WebSocket) -> tuple[str | None, bool]:
     return token or websocket.query_params.get("token"), SUBPROTOCOL in offered
 
 
-async def _deny(websocket: WebSocket, status: int, error: str, message: str) -> None:
-    response = problem(status, error, message)
+def _when_done(release: Callable[[], None]) -> None:
+    """Run ``release`` when this connection's task ends, however it ends (the session
+    code after ``accept`` needs no hook of its own)."""
+    task = asyncio.current_task()
+    assert task is not None
+    task.add_done_callback(lambda _: release())
+
+
+async def _deny(
+    websocket: WebSocket, status: int, error: str, message: str, **extra: str
+) -> None:
+    response = problem(status, error, message, **extra)
     if status == 429:
         response.headers["Retry-After"] = "1"
     await websocket.send_denial_response(response)
@@ -68,25 +79,40 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     service = service_of(websocket)
     hub = service.hub
     address = websocket.client.host if websocket.client else "unknown"
-    if await service.handshake_limits.try_acquire(address) is not None:
-        return await _deny(websocket, 429, "rate_limited", "too many connection attempts")
+    if service.handshake_limits.exhausted(address) is not None:
+        return await _deny(websocket, 429, "rate_limited", "too many refused connection attempts")
     if service.draining or not hub.accepting:
         return await _deny(websocket, 503, "unavailable", "the server is shutting down")
     if hub.full or hub.overloaded:
         return await _deny(websocket, 503, "unavailable", "the server is at capacity; retry")
+
+    async def refuse(status: int, error: str, message: str, **extra: str) -> None:
+        """A refused handshake (400/401/403): the only kind limited per address."""
+        await service.handshake_limits.charge(address)
+        await _deny(websocket, status, error, message, **extra)
+
     client_id = websocket.query_params.get("client_id")
-    if client_id is not None and not _CLIENT_ID.match(client_id):
+    if client_id is not None and not _CLIENT_ID.fullmatch(client_id):
         message = "client_id must match [A-Za-z0-9_-]{1,64}"
-        return await _deny(websocket, 400, "bad_request", message)
+        return await refuse(400, "bad_request", message, field="client_id")
+    origin = websocket.headers.get("origin")
+    allowed = service.settings.allowed_origins
+    if origin is not None and allowed and origin not in allowed:
+        return await refuse(403, "forbidden", "this Origin may not connect", field="Origin")
     token, offered = _ws_token(websocket)
     try:
         principal = authenticate(service, token)
         service.auth.authorize_receiver(principal)
     except Forbidden as exc:
         service.telemetry.auth_failures.add(1, {"reason": "forbidden"})
-        return await _deny(websocket, 403, exc.error_code, str(exc))
+        return await refuse(403, exc.error_code, str(exc))
     except AuthError as exc:
-        return await _deny(websocket, 401, exc.error_code, str(exc))
+        return await refuse(401, exc.error_code, str(exc))
+    slots = service.user_slots
+    if not slots.acquire(principal.sub):
+        message = f"this user has {slots.cap} connections open on this node already"
+        return await _deny(websocket, 429, "too_many_connections", message)
+    _when_done(lambda: slots.release(principal.sub))
 
     resume_from = await _resume_from(service, principal.sub, client_id)
     await websocket.accept(subprotocol=SUBPROTOCOL if offered else None)
