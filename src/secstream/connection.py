@@ -178,6 +178,25 @@ class Connection:
         self._next_sub += 1
         return f"s{self._next_sub}"
 
+    def add_subscription(self, sub: Subscription) -> None:
+        if sub.id in self.subscriptions:
+            raise RuntimeError(f"subscription {sub.id} exists")
+        self.subscriptions[sub.id] = sub
+
+    def end_subscription(self, sub: Subscription, until: Key) -> bool:
+        """Stop ``sub``; it covered events up to ``until``. Whether it was current."""
+        if self.subscriptions.pop(sub.id, None) is None:
+            return False
+        sub.covers_until = until
+        self.past_subscriptions.append(sub)
+        return True
+
+    def replace_principal(self, principal: Principal) -> None:
+        """A refreshed token: it must name the same user."""
+        if principal.sub != self.principal.sub:
+            raise RuntimeError("a refreshed token must carry the same sub")
+        self.principal = principal
+
     def already_delivered(self, entry: StreamEntry, excluding: Subscription) -> bool:
         for sub in (*self.subscriptions.values(), *self.past_subscriptions):
             if sub is not excluding and sub.delivered(entry):
@@ -370,6 +389,9 @@ class Connection:
             self._room.set()
 
     # -- heartbeats and token expiry ---------------------------------------------------
+
+    def schedule_ping(self, at: float) -> None:
+        self.next_ping = at
 
     def ping_due(self, now: float) -> bool:
         return now >= self.next_ping

@@ -135,7 +135,7 @@ class Hub:
 
     def add(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
-        conn.next_ping = time.time() + self.heartbeat_interval
+        conn.schedule_ping(time.time() + self.heartbeat_interval)
         self._index_principal(conn, conn.principal, add=True)
 
     def remove(self, conn: Connection) -> None:
@@ -148,7 +148,7 @@ class Hub:
     def replace_principal(self, conn: Connection, principal: Principal) -> None:
         """A refreshed token: the same user, perhaps with other groups and roles."""
         self._index_principal(conn, conn.principal, add=False)
-        conn.principal = principal
+        conn.replace_principal(principal)
         self._index_principal(conn, principal, add=True)
         for sub in conn.subscriptions.values():
             self._index_subscription(conn, sub, add=False)
@@ -161,16 +161,13 @@ class Hub:
         return self.last_id if self.positioned.is_set() else None
 
     def subscribe(self, conn: Connection, sub: Subscription) -> None:
-        conn.subscriptions[sub.id] = sub
+        conn.add_subscription(sub)
         self._index_subscription(conn, sub, add=True)
 
     def unsubscribe(self, conn: Connection, sub: Subscription) -> None:
-        if conn.subscriptions.pop(sub.id, None) is None:
-            return
         until = conn.current_position(self.last_id)
-        sub.covers_until = parse_offset(until or START)
-        conn.past_subscriptions.append(sub)
-        self._index_subscription(conn, sub, add=False)
+        if conn.end_subscription(sub, parse_offset(until or START)):
+            self._index_subscription(conn, sub, add=False)
 
     def _index_principal(self, conn: Connection, p: Principal, *, add: bool) -> None:
         change = _add if add else _discard
