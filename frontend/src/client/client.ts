@@ -472,6 +472,9 @@ export class EventClient {
     if (gen !== this.generation || this.intentional) return;
     if (status === 401 || status === 403) {
       if (this.authRefused(status)) return;
+      // The server answered: try the fresh token now, not after another backoff.
+      this.scheduleRetry(0, true);
+      return;
     } else if (status !== null && status >= 200 && status < 300) {
       this.authRefusals = 0;
       this.setStatus({ error: WEBSOCKET_BLOCKED });
@@ -503,7 +506,7 @@ export class EventClient {
     this.emitter.emit('error', error);
   }
 
-  private scheduleRetry(minDelayMs: number): void {
+  private scheduleRetry(minDelayMs: number, now = false): void {
     if (this.intentional || this.retryTimer !== null) return;
     const attempt = this.retryAttempt++;
     if (attempt >= this.o.backoff.maxAttempts) {
@@ -523,7 +526,7 @@ export class EventClient {
       });
       return;
     }
-    const delay = Math.max(minDelayMs, backoffDelay(attempt, this.o.backoff, this.o.random));
+    const delay = now ? minDelayMs : Math.max(minDelayMs, backoffDelay(attempt, this.o.backoff, this.o.random));
     this.retryTimer = setTimeout(() => void this.open(), delay);
     this.setStatus({
       state: this.pollWorking ? ConnectionState.Polling : ConnectionState.Reconnecting,
