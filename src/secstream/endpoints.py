@@ -130,7 +130,7 @@ async def _publish(request: Request, *, batch: bool) -> Response:
         # A key seen before answers with the first ids, whatever this body holds; the
         # append script checks the key again, atomically, for a first-time key.
         try:
-            seen = await service.log.idempotent_ids(key)
+            seen = await service.log.idempotent_ids(key, guard.sub)
         except LogUnavailable:
             return _unavailable(service)
         if seen is not None:
@@ -144,7 +144,7 @@ async def _publish(request: Request, *, batch: bool) -> Response:
         return problem(422, "invalid_event", "the body is not a JSON object", field="body")
     except EventInvalid as exc:
         return problem(422, "invalid_event", exc.reason, field=exc.field)
-    return await _append(service, events, key, single=not batch)
+    return await _append(service, events, key, guard.sub, single=not batch)
 
 
 def _decode_events(body: bytes, *, batch: bool) -> list[PublishRequest]:
@@ -162,11 +162,16 @@ def _decode_events(body: bytes, *, batch: bool) -> list[PublishRequest]:
 
 
 async def _append(
-    service: Service, events: list[PublishRequest], key: str | None, *, single: bool
+    service: Service,
+    events: list[PublishRequest],
+    key: str | None,
+    sub: str,
+    *,
+    single: bool,
 ) -> Response:
     try:
         with service.telemetry.span("publish", events=len(events)):
-            ids = await service.log.append(events, idempotency_key=key)
+            ids = await service.log.append(events, idempotency_key=key, sub=sub)
     except LogUnavailable:
         return _unavailable(service)
     service.telemetry.events_published.add(len(events))

@@ -6,7 +6,10 @@ Key layout (``P`` is ``SECSTREAM_KEY_PREFIX``; see docs/architecture.md):
     P:test:<test_id>       the same entries (same ids) of one test, for late joiners
     P:critical             the same entries of ``critical`` events, kept longer
     P:offset:<sub>:<cid>   the acknowledged offset of one durable client
-    P:idem:<key>           ids appended under an Idempotency-Key (24 h)
+    P:clients:<sub>        the client_ids of one sub with an offset, by last ack (us);
+                           at most MAX_CLIENT_IDS, the oldest one's offset dropped
+    P:idem:<n>:<sub>:<key> ids appended under an Idempotency-Key by one token ``sub``
+                           (``n``: the length of ``sub``, so no two subs collide; 24 h)
     P:epoch                the id at which this incarnation of the log began
     P:trimmed              the newest id that retention removed from P:log
 
@@ -31,6 +34,8 @@ from secstream.types import Offset
 
 IDEMPOTENCY_TTL: Final = 86_400
 OFFSET_TTL: Final = 30 * 86_400
+MAX_CLIENT_IDS: Final = 50
+"""Stored offsets per token ``sub``: a new client_id past this drops the least recently acked."""
 _SCAN_CHUNK: Final = 1000
 
 
@@ -122,11 +127,27 @@ redis.call('XTRIM', KEYS[2], 'MINID', ARGV[2])
 return removed
 """
 
-# KEYS: offset key; ARGV: offset, ttl
+# KEYS: offset key, the sub's client set; ARGV: offset, ttl, client_id, cap, offset key prefix
 _ACK = _LUA_IDS + """
 local cur = redis.call('GET', KEYS[1])
 if newer(ARGV[1], cur) then cur = ARGV[1] end
 redis.call('SET', KEYS[1], cur, 'EX', ARGV[2])
+local t = redis.call('TIME')
+local score = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
+redis.call('ZADD', KEYS[2], score, ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if over > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, over)) do
+    if over > 0 and old ~= ARGV[3] then
+      redis.call('ZREM', KEYS[2], old)
+      redis.call('DEL', ARGV[5] .. old)
+      over = over - 1
+    end
+  end
+end
 return cur
 """
 
@@ -171,8 +192,10 @@ class RedisEventLog:
         maxlen: int = 1_000_000,
         retention_seconds: int = 86_400,
         critical_retention_seconds: int = 604_800,
+        max_client_ids: int = MAX_CLIENT_IDS,
     ) -> None:
         self.redis = redis
+        self.max_client_ids = max_client_ids
         self.prefix = prefix
         self.maxlen = maxlen
         self.retention_seconds = retention_seconds
@@ -192,16 +215,27 @@ class RedisEventLog:
     def offset_key(self, sub: str, client_id: str) -> str:
         return f"{self.prefix}:offset:{sub}:{client_id}"
 
+    def clients_key(self, sub: str) -> str:
+        return f"{self.prefix}:clients:{sub}"
+
+    def idempotency_key(self, sub: str, key: str) -> str:
+        """One namespace per ``sub``; the length keeps ``a:b``+``c`` apart from ``a``+``b:c``."""
+        return f"{self.prefix}:idem:{len(sub)}:{sub}:{key}"
+
     # -- writing ---------------------------------------------------------------
 
     @_guarded
     async def append(
-        self, events: Sequence[PublishRequest], *, idempotency_key: str | None = None
+        self,
+        events: Sequence[PublishRequest],
+        *,
+        idempotency_key: str | None = None,
+        sub: str = "",
     ) -> list[Offset]:
         """Append all of ``events`` atomically; the ids in order.
 
-        Under an ``idempotency_key`` seen in the last 24 h, append nothing and
-        return the ids of that first append.
+        Under an ``idempotency_key`` seen from the same ``sub`` in the last 24 h, append
+        nothing and return the ids of that first append.
         """
         now = time.time()
         encoded = [encode(e, now) for e in events]
@@ -218,7 +252,7 @@ class RedisEventLog:
         keys = [
             self.log_key,
             self.critical_key,
-            f"{self.prefix}:idem:{idempotency_key or ''}",
+            self.idempotency_key(sub, idempotency_key or ""),
             self.epoch_key,
             self.trimmed_key,
         ]
@@ -226,9 +260,9 @@ class RedisEventLog:
         return _text(joined).split(",")
 
     @_guarded
-    async def idempotent_ids(self, idempotency_key: str) -> list[Offset] | None:
-        """The ids first appended under this key in the last 24 h, if any."""
-        raw = await self.redis.get(f"{self.prefix}:idem:{idempotency_key}")
+    async def idempotent_ids(self, idempotency_key: str, sub: str = "") -> list[Offset] | None:
+        """The ids ``sub`` first appended under this key in the last 24 h, if any."""
+        raw = await self.redis.get(self.idempotency_key(sub, idempotency_key))
         return _text(raw).split(",") if raw is not None else None
 
     @_guarded
@@ -252,11 +286,22 @@ class RedisEventLog:
 
     @_guarded
     async def store_offsets(self, offsets: Iterable[tuple[str, str, Offset]]) -> None:
-        """Store max(stored, offset) for each (sub, client_id, offset), in one round trip."""
+        """Store max(stored, offset) for each (sub, client_id, offset), in one round trip.
+
+        Each ``sub`` keeps offsets for its ``max_client_ids`` most recently acked client_ids.
+        """
         async with self.redis.pipeline(transaction=False) as pipe:
             for sub, client_id, offset in offsets:
                 await self._ack(
-                    keys=[self.offset_key(sub, client_id)], args=[offset, OFFSET_TTL], client=pipe
+                    keys=[self.offset_key(sub, client_id), self.clients_key(sub)],
+                    args=[
+                        offset,
+                        OFFSET_TTL,
+                        client_id,
+                        self.max_client_ids,
+                        self.offset_key(sub, ""),
+                    ],
+                    client=pipe,
                 )
             await pipe.execute()
 

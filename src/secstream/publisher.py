@@ -41,7 +41,10 @@ class Publisher:
         *,
         redis: Redis | None = None,
         maxlen: int | None = None,
+        sub: str = "",
     ) -> None:
+        """``sub``: the namespace of this publisher's idempotency keys (contract section 5);
+        the default, empty, is one no token can have."""
         if redis is None and url is None:
             raise ValueError("Publisher needs a Redis URL or a client")
         self._redis = redis if redis is not None else Redis.from_url(url or "")
@@ -49,6 +52,7 @@ class Publisher:
         prefix = key_prefix or os.environ.get("SECSTREAM_KEY_PREFIX") or "secstream"
         maxlen = maxlen or int(os.environ.get("SECSTREAM_RETENTION_MAXLEN") or 1_000_000)
         self.log = RedisEventLog(self._redis, prefix=prefix, maxlen=maxlen)
+        self.sub = sub
 
     async def __aenter__(self) -> Publisher:
         return self
@@ -83,7 +87,9 @@ class Publisher:
             ttl=ttl,
         )
         validate(event)
-        (offset,) = await self.log.append([event], idempotency_key=idempotency_key)
+        (offset,) = await self.log.append(
+            [event], idempotency_key=idempotency_key, sub=self.sub
+        )
         return offset
 
     def test_run(
