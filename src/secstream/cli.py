@@ -171,7 +171,10 @@ def _redis_for(settings: Settings) -> Generator[Settings, None, None]:
         return
     from secstream.redis_server import RedisServer
 
-    server = RedisServer(settings.data_dir, appendonly=True, die_with_parent=True)
+    # A unix socket in a 0700 directory, no TCP port: no other local user reaches it.
+    server = RedisServer(
+        settings.data_dir, appendonly=True, unix_socket=True, die_with_parent=True
+    )
     server.start()
     logger.info("embedded Redis started", extra={"url": server.url})
     try:
