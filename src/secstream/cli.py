@@ -229,7 +229,12 @@ async def _publish(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         print(f"secstream publish: bad JSON: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    async with Publisher(args.redis_url) as pub:
+    try:
+        publisher = Publisher(args.redis_url)
+    except ValueError as exc:
+        print(f"secstream publish: bad --redis-url: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    async with publisher as pub:
         try:
             offset = await pub.publish(
                 args.event_type, data, priority=args.priority, audience=audience,

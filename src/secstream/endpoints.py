@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from secstream.auth import Principal
 from secstream.entries import StreamEntry, now_iso, validate
-from secstream.errors import AuthError, EventInvalid, Forbidden, LogUnavailable
+from secstream.errors import AuthError, EventInvalid, Forbidden, LogUnavailable, NotReplicated
 from secstream.events import KNOWN_ROLES, expand, is_valid_pattern
 from secstream.limits import retry_after
 from secstream.protocol import (
@@ -131,8 +131,8 @@ async def _publish(request: Request, *, batch: bool) -> Response:
         # append script checks the key again, atomically, for a first-time key.
         try:
             seen = await service.log.idempotent_ids(key, guard.sub)
-        except LogUnavailable:
-            return _unavailable(service)
+        except LogUnavailable as exc:
+            return _unavailable(service, exc)
         if seen is not None:
             return _accepted(seen, single=not batch)
     body = await request.body()
@@ -172,8 +172,8 @@ async def _append(
     try:
         with service.telemetry.span("publish", events=len(events)):
             ids = await service.log.append(events, idempotency_key=key, sub=sub)
-    except LogUnavailable:
-        return _unavailable(service)
+    except LogUnavailable as exc:
+        return _unavailable(service, exc)
     service.telemetry.events_published.add(len(events))
     return _accepted(ids, single=single)
 
@@ -182,9 +182,16 @@ def _accepted(ids: list[str], *, single: bool) -> Response:
     return JSONResponse({"id": ids[0]} if single else {"ids": ids}, status_code=202)
 
 
-def _unavailable(service: Service) -> Response:
+def _unavailable(service: Service, exc: LogUnavailable) -> Response:
     service.telemetry.redis_errors.add(1)
-    response = problem(503, "unavailable", "the event log is unavailable; retry")
+    service.redis_watch.failed(str(exc))
+    message = "the event log is unavailable; retry"
+    if isinstance(exc, NotReplicated):
+        message = (
+            f"not confirmed by {exc.wanted} replicas within 1 s ({exc.confirmed} did); "
+            "retry with the same Idempotency-Key"
+        )
+    response = problem(503, "unavailable", message)
     response.headers["Retry-After"] = "1"
     return response
 
@@ -262,11 +269,19 @@ async def health_live(request: Request) -> Response:
 
 async def health_ready(request: Request) -> Response:
     service = service_of(request)
+    watch = service.redis_watch
     try:
         await asyncio.wait_for(service.log.ping(), 2)
-    except (LogUnavailable, TimeoutError):
-        return JSONResponse({"status": "unavailable", "redis": False}, status_code=503)
-    return JSONResponse({"status": "ok", "redis": True, "tail": service.hub.healthy})
+        primary = await service.redis_client.primary()
+    except (LogUnavailable, TimeoutError) as exc:
+        watch.failed(str(exc) or type(exc).__name__)
+        return JSONResponse(
+            {"status": "unavailable", "redis": False, **watch.report()}, status_code=503
+        )
+    watch.answered(primary)
+    return JSONResponse(
+        {"status": "ok", "redis": True, "tail": service.hub.healthy, **watch.report()}
+    )
 
 
 async def metrics(request: Request) -> Response:

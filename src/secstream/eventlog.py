@@ -26,13 +26,16 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from secstream.entries import START, StreamEntry, decode_entry, encode
-from secstream.errors import LogUnavailable
+from secstream.errors import LogUnavailable, NotReplicated
 from secstream.protocol import PublishRequest, parse_offset
 from secstream.types import Offset
 
 IDEMPOTENCY_TTL: Final = 86_400
+REPLICA_WAIT_MS: Final = 1000
+"""How long a write waits for ``min_replicas`` replicas (Redis ``WAIT``) before failing."""
 OFFSET_TTL: Final = 30 * 86_400
 MAX_CLIENT_IDS: Final = 50
 """Stored offsets per token ``sub``: a new client_id past this drops the least recently acked."""
@@ -78,12 +81,16 @@ end
 """
 
 # KEYS: log, critical, idempotency key, epoch, trimmed
-# ARGV: use_idem, idem_ttl, maxlen, test_prefix, test_ttl, n, then per event:
+# ARGV: use_idem ('2': and rewrite a key seen, so a WAIT after it covers the first append),
+#       idem_ttl, maxlen, test_prefix, test_ttl, n, then per event:
 #       test_id, critical, nfields, field, value, ...
 _APPEND = _LUA_IDS + """
-if ARGV[1] == '1' then
+if ARGV[1] ~= '0' then
   local prev = redis.call('GET', KEYS[3])
-  if prev then return {0, prev} end
+  if prev then
+    if ARGV[1] == '2' then redis.call('SET', KEYS[3], prev, 'KEEPTTL') end
+    return {0, prev}
+  end
 end
 ensure_epoch(KEYS[4])
 local ids = {}
@@ -111,8 +118,15 @@ if len > maxlen + math.max(100, math.floor(maxlen / 100)) then
   if newer(last, redis.call('GET', KEYS[5])) then redis.call('SET', KEYS[5], last) end
 end
 local joined = table.concat(ids, ',')
-if ARGV[1] == '1' then redis.call('SET', KEYS[3], joined, 'EX', ARGV[2]) end
+if ARGV[1] ~= '0' then redis.call('SET', KEYS[3], joined, 'EX', ARGV[2]) end
 return {1, joined}
+"""
+
+# KEYS: idempotency key. A key seen is rewritten: the WAIT after it covers the first append.
+_SEEN = """
+local prev = redis.call('GET', KEYS[1])
+if prev then redis.call('SET', KEYS[1], prev, 'KEEPTTL') end
+return prev
 """
 
 # KEYS: log, critical, trimmed; ARGV: min id to keep in log, in critical
@@ -193,9 +207,11 @@ class RedisEventLog:
         retention_seconds: int = 86_400,
         critical_retention_seconds: int = 604_800,
         max_client_ids: int = MAX_CLIENT_IDS,
+        min_replicas: int = 0,
     ) -> None:
         self.redis = redis
         self.max_client_ids = max_client_ids
+        self.min_replicas = min_replicas
         self.prefix = prefix
         self.maxlen = maxlen
         self.retention_seconds = retention_seconds
@@ -208,6 +224,7 @@ class RedisEventLog:
         self._trim = redis.register_script(_TRIM)
         self._ack = redis.register_script(_ACK)
         self._state = redis.register_script(_STATE)
+        self._seen = redis.register_script(_SEEN)
 
     def test_key(self, test_id: str) -> str:
         return f"{self.prefix}:test:{test_id}"
@@ -240,7 +257,7 @@ class RedisEventLog:
         now = time.time()
         encoded = [encode(e, now) for e in events]
         argv: list[Any] = [
-            "1" if idempotency_key else "0",
+            ("2" if self.min_replicas else "1") if idempotency_key else "0",
             IDEMPOTENCY_TTL,
             self.maxlen,
             f"{self.prefix}:test:",
@@ -256,13 +273,35 @@ class RedisEventLog:
             self.epoch_key,
             self.trimmed_key,
         ]
-        _, joined = await self._append(keys=keys, args=argv)
+        if not self.min_replicas:
+            _, joined = await self._append(keys=keys, args=argv)
+            return _text(joined).split(",")
+        async with self.redis.pipeline(transaction=False) as pipe:  # WAIT: the same connection
+            await self._append(keys=keys, args=argv, client=pipe)
+            ((_, joined),) = await self._replicated(pipe)
         return _text(joined).split(",")
+
+    async def _replicated(self, pipe: Pipeline) -> list[Any]:
+        """Run ``pipe`` with a ``WAIT`` after it; its replies but WAIT's.
+
+        Raises NotReplicated when fewer than ``min_replicas`` replicas confirmed in time.
+        """
+        pipe.execute_command("WAIT", self.min_replicas, REPLICA_WAIT_MS)
+        *replies, confirmed = await pipe.execute()
+        if int(confirmed) < self.min_replicas:
+            raise NotReplicated(self.min_replicas, int(confirmed))
+        return replies
 
     @_guarded
     async def idempotent_ids(self, idempotency_key: str, sub: str = "") -> list[Offset] | None:
         """The ids ``sub`` first appended under this key in the last 24 h, if any."""
-        raw = await self.redis.get(self.idempotency_key(sub, idempotency_key))
+        key = self.idempotency_key(sub, idempotency_key)
+        if not self.min_replicas:
+            raw = await self.redis.get(key)
+        else:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._seen(keys=[key], client=pipe)
+                (raw,) = await self._replicated(pipe)
         return _text(raw).split(",") if raw is not None else None
 
     @_guarded

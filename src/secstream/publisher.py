@@ -13,6 +13,7 @@ from secstream.entries import validate
 from secstream.eventlog import RedisEventLog
 from secstream.events import Priority
 from secstream.protocol import Audience, PublishRequest
+from secstream.redis_client import RedisClient, connect
 from secstream.types import Offset
 
 AudienceLike = Audience | dict[str, list[str]] | None
@@ -42,16 +43,25 @@ class Publisher:
         redis: Redis | None = None,
         maxlen: int | None = None,
         sub: str = "",
+        min_replicas: int | None = None,
     ) -> None:
-        """``sub``: the namespace of this publisher's idempotency keys (contract section 5);
-        the default, empty, is one no token can have."""
+        """``url``: as ``SECSTREAM_REDIS_URL``, ``redis+sentinel://`` included.
+        ``sub``: the namespace of this publisher's idempotency keys (contract section 5);
+        the default, empty, is one no token can have. ``min_replicas`` (else
+        ``SECSTREAM_MIN_REPLICAS``, else 0): ``publish`` raises NotReplicated unless that
+        many replicas confirm the event within 1 s."""
         if redis is None and url is None:
             raise ValueError("Publisher needs a Redis URL or a client")
-        self._redis = redis if redis is not None else Redis.from_url(url or "")
+        self._client = RedisClient(redis) if redis is not None else connect(url or "")
+        self._redis = self._client.redis
         self._owns_redis = redis is None
         prefix = key_prefix or os.environ.get("SECSTREAM_KEY_PREFIX") or "secstream"
         maxlen = maxlen or int(os.environ.get("SECSTREAM_RETENTION_MAXLEN") or 1_000_000)
-        self.log = RedisEventLog(self._redis, prefix=prefix, maxlen=maxlen)
+        if min_replicas is None:
+            min_replicas = int(os.environ.get("SECSTREAM_MIN_REPLICAS") or 0)
+        self.log = RedisEventLog(
+            self._redis, prefix=prefix, maxlen=maxlen, min_replicas=min_replicas
+        )
         self.sub = sub
 
     async def __aenter__(self) -> Publisher:
@@ -62,7 +72,7 @@ class Publisher:
 
     async def aclose(self) -> None:
         if self._owns_redis:
-            await self._redis.aclose()
+            await self._client.aclose()
 
     async def publish(
         self,
