@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -50,10 +50,13 @@ class RedisServer:
         appendonly: bool = True,
         unix_socket: bool = False,
         die_with_parent: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
         """``die_with_parent``: the kernel stops Redis (SIGTERM, so the AOF is flushed)
         when the thread that started it ends, even by SIGKILL. Start it from a thread
-        that lives as long as the process, such as the main thread."""
+        that lives as long as the process, such as the main thread. ``extra_args``:
+        more ``redis-server`` options, such as ``["--replicaof", host, port]``."""
+        self.extra_args = list(extra_args)
         self.data_dir = Path(data_dir).resolve()
         self.die_with_parent = die_with_parent
         self.appendonly = appendonly
@@ -184,6 +187,7 @@ class RedisServer:
             _private_dir(self.socket_path.parent)
             _remove(self.socket_path)
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        args += self.extra_args
         # Errors from before Redis opens its logfile (bad arguments) land in the same file.
         # Its own session: a Ctrl-C meant for `serve` must not stop Redis before serve has
         # drained (stored pending acks); serve stops it last. stop_stale() covers a crash.
