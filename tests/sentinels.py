@@ -114,8 +114,10 @@ class SentinelCluster:
         # Ready for a failover once each sentinel knows the replicas and the other two.
         for sentinel in self.sentinels:
             _wait(
-                lambda s=sentinel: int(s.master_state()["num-other-sentinels"]) == 2
-                and int(s.master_state()["num-slaves"]) == self._replica_count,
+                lambda s=sentinel: (
+                    int(s.master_state()["num-other-sentinels"]) == 2
+                    and int(s.master_state()["num-slaves"]) == self._replica_count
+                ),
                 20,
                 f"sentinel {sentinel.port} to see its peers and replicas",
             )

@@ -184,9 +184,11 @@ def _accepted(ids: list[str], *, single: bool) -> Response:
 
 def _unavailable(service: Service, exc: LogUnavailable) -> Response:
     service.telemetry.redis_errors.add(1)
-    service.redis_watch.failed(str(exc))
     message = "the event log is unavailable; retry"
-    if isinstance(exc, NotReplicated):
+    if not isinstance(exc, NotReplicated):
+        service.redis_watch.failed(str(exc))
+    else:
+        service.redis_watch.unreplicated(exc.wanted, exc.confirmed)
         message = (
             f"not confirmed by {exc.wanted} replicas within 1 s ({exc.confirmed} did); "
             "retry with the same Idempotency-Key"

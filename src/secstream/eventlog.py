@@ -281,14 +281,17 @@ class RedisEventLog:
             ((_, joined),) = await self._replicated(pipe)
         return _text(joined).split(",")
 
-    async def _replicated(self, pipe: Pipeline) -> list[Any]:
+    async def _replicated(
+        self, pipe: Pipeline, confirm: Callable[[list[Any]], bool] = lambda _: True
+    ) -> list[Any]:
         """Run ``pipe`` with a ``WAIT`` after it; its replies but WAIT's.
 
-        Raises NotReplicated when fewer than ``min_replicas`` replicas confirmed in time.
+        Raises NotReplicated when fewer than ``min_replicas`` replicas confirmed in time
+        and ``confirm(replies)`` says that there was something to confirm.
         """
         pipe.execute_command("WAIT", self.min_replicas, REPLICA_WAIT_MS)
         *replies, confirmed = await pipe.execute()
-        if int(confirmed) < self.min_replicas:
+        if int(confirmed) < self.min_replicas and confirm(replies):
             raise NotReplicated(self.min_replicas, int(confirmed))
         return replies
 
@@ -296,12 +299,12 @@ class RedisEventLog:
     async def idempotent_ids(self, idempotency_key: str, sub: str = "") -> list[Offset] | None:
         """The ids ``sub`` first appended under this key in the last 24 h, if any."""
         key = self.idempotency_key(sub, idempotency_key)
-        if not self.min_replicas:
-            raw = await self.redis.get(key)
-        else:
+        raw = await self.redis.get(key)
+        if raw is not None and self.min_replicas:
+            # Seen: confirm that replicas hold it (a publish answered 503 may come back).
             async with self.redis.pipeline(transaction=False) as pipe:
                 await self._seen(keys=[key], client=pipe)
-                (raw,) = await self._replicated(pipe)
+                (raw,) = await self._replicated(pipe, confirm=lambda r: r[0] is not None)
         return _text(raw).split(",") if raw is not None else None
 
     @_guarded
