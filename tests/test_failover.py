@@ -174,3 +174,46 @@ async def test_the_primary_dies_mid_stream_and_nothing_acknowledged_is_lost(
             f"longest outage {longest} s, total "
             f"{time.monotonic() - started:.1f} s"
         )
+
+
+async def test_a_switchover_is_followed_without_losing_anything(
+    serve: Serve, tmp_path: Path
+) -> None:
+    """``SENTINEL FAILOVER``: the old primary lives on as a replica; connections to it are
+    dropped (``READONLY``, or killed by the sentinels) and every node moves to the new one."""
+    with SentinelCluster(tmp_path / "redis") as cluster:
+        old, new = cluster.primary, cluster.replicas[0]
+        node = serve(cluster.url, env={**ENV, "SECSTREAM_MIN_REPLICAS": "1"})
+        node.wait_http("/health/ready")
+        async with httpx.AsyncClient(timeout=10) as http:
+            live = await open_client(node.ws_url, sub="watcher")
+            await live.subscribe(["system.*"])
+            publishing = Publishing(http, node.base_url)
+            task = asyncio.create_task(publishing.run())
+            try:
+                await publishing.until(20, within=15)
+                with cluster.sentinels[0].client() as sentinel:
+                    assert sentinel.execute_command("SENTINEL", "FAILOVER", "mymaster")
+                await asyncio.to_thread(cluster.wait_primary, new.port, 30)
+                before = len(publishing.accepted)
+                await publishing.until(before + 20, within=40)
+            finally:
+                publishing.stop.set()
+                await task
+            assert publishing.other == [], publishing.other[:3]
+            accepted = publishing.accepted
+            in_log = set(await log_ids(f"redis://127.0.0.1:{new.port}/0"))
+            assert [i for i in accepted if i not in in_log] == []
+            await live.wait_for(
+                lambda: set(accepted) <= set(live.ids), 15, "every accepted event live"
+            )
+            assert_increasing(live.ids, "live client")
+            ready = (await http.get(f"{node.base_url}/health/ready")).json()
+            assert ready["primary"] == f"127.0.0.1:{new.port}", ready
+            assert ready["failovers"] == 1 and ready["last_failover"]["to"].endswith(
+                f":{new.port}"
+            )
+            # the old primary is the new one's replica now, and holds the same log
+            in_old = await log_ids(f"redis://127.0.0.1:{old.port}/0")
+            assert set(accepted) <= set(in_old)
+            await live.aclose()

@@ -12,14 +12,38 @@ import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisError
+from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
 
 from secstream.config import SENTINEL_SCHEME, SentinelURL
 from secstream.errors import LogUnavailable
 
 SENTINEL_TIMEOUT = 1.0
 """Seconds to wait for one sentinel; a dead one must not hold every reconnect for long."""
+
+
+_DEMOTED = "READONLY You can't write against a read only replica"
+
+
+class PrimaryConnection(SentinelManagedConnection):
+    """A connection to the primary that drops itself when the primary was demoted.
+
+    redis-py does so on a ``READONLY`` reply, but a write refused inside a Lua script
+    (every append and ack here) comes back on Redis 6 as a plain script error that only
+    quotes ``-READONLY``: without this, the pooled connection would stay on the demoted
+    primary and every write fail. The ConnectionError makes the command retry on a fresh
+    connection, which asks the sentinels for the new primary.
+    """
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except ResponseError as exc:
+            if _DEMOTED not in str(exc) or not self.connection_pool.is_master:
+                raise
+            await self.disconnect()
+            raise RedisConnectionError("the primary was demoted to a replica") from exc
 
 
 class RedisClient:
@@ -73,6 +97,7 @@ def connect(url: str, **kwargs: Any) -> RedisClient:
         db=target.db,
         username=target.username,
         password=target.password,
+        connection_class=PrimaryConnection,
         **kwargs,
     )
     return RedisClient(redis, sentinel, target)
