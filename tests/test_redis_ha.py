@@ -15,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from live import LiveApp
+from secstream import Publisher
 from secstream.config import SentinelURL, Settings
 from secstream.errors import ConfigError, NotReplicated
 from secstream.eventlog import RedisEventLog
@@ -221,3 +222,37 @@ async def test_a_publish_without_its_replicas_is_503_and_its_retry_202(
             )
             assert retried.status_code == 202, retried.text
             assert await primary_redis.xlen(f"{key_prefix}:log") == 2  # appended once
+
+
+def test_publish_with_a_bad_sentinel_url_or_replica_count_exits_2(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "secstream", "publish", "--event-type", "system.alert"]
+    for env, url in (
+        ({}, "redis+sentinel://no-port/m"),
+        ({"SECSTREAM_MIN_REPLICAS": "one"}, "redis://127.0.0.1:1/0"),
+    ):
+        result = subprocess.run(
+            [*base, "--redis-url", url],
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        assert ("host:port" if not env else "SECSTREAM_MIN_REPLICAS") in result.stderr
+
+
+@pytest.mark.anyio
+async def test_the_publishers_keys_are_a_namespace_of_their_own(
+    shared_redis_url: str, key_prefix: str
+) -> None:
+    async with (
+        Publisher(shared_redis_url, key_prefix) as mine,
+        Publisher(shared_redis_url, key_prefix, sub="svc-b") as theirs,
+    ):
+        first = await mine.publish("system.status", {"n": 1}, idempotency_key="k")
+        assert await mine.publish("system.status", {"n": 2}, idempotency_key="k") == first
+        other = await theirs.publish("system.status", {"n": 3}, idempotency_key="k")
+        assert other != first
+        assert await mine.log.idempotent_ids("k", "svc-b") == [other]

@@ -232,7 +232,7 @@ async def _publish(args: argparse.Namespace) -> int:
     try:
         publisher = Publisher(args.redis_url)
     except ValueError as exc:
-        print(f"secstream publish: bad --redis-url: {exc}", file=sys.stderr)
+        print(f"secstream publish: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     async with publisher as pub:
         try:

@@ -52,13 +52,16 @@ class Publisher:
         many replicas confirm the event within 1 s."""
         if redis is None and url is None:
             raise ValueError("Publisher needs a Redis URL or a client")
+        if min_replicas is None:
+            raw = os.environ.get("SECSTREAM_MIN_REPLICAS") or "0"
+            if not raw.strip().isdigit():
+                raise ValueError(f"SECSTREAM_MIN_REPLICAS must be a number, not {raw!r}")
+            min_replicas = int(raw)
         self._client = RedisClient(redis) if redis is not None else connect(url or "")
         self._redis = self._client.redis
         self._owns_redis = redis is None
         prefix = key_prefix or os.environ.get("SECSTREAM_KEY_PREFIX") or "secstream"
         maxlen = maxlen or int(os.environ.get("SECSTREAM_RETENTION_MAXLEN") or 1_000_000)
-        if min_replicas is None:
-            min_replicas = int(os.environ.get("SECSTREAM_MIN_REPLICAS") or 0)
         self.log = RedisEventLog(
             self._redis, prefix=prefix, maxlen=maxlen, min_replicas=min_replicas
         )
