@@ -216,4 +216,10 @@ async def test_a_switchover_is_followed_without_losing_anything(
             # the old primary is the new one's replica now, and holds the same log
             in_old = await log_ids(f"redis://127.0.0.1:{old.port}/0")
             assert set(accepted) <= set(in_old)
+            # without its sentinels a node that still reaches Redis stays ready, and says so
+            for sentinel in cluster.sentinels:
+                sentinel.stop()
+            response = await http.get(f"{node.base_url}/health/ready")
+            assert response.status_code == 200, response.text
+            assert "No master found" in response.json()["sentinels"]
             await live.aclose()

@@ -274,15 +274,19 @@ async def health_ready(request: Request) -> Response:
     watch = service.redis_watch
     try:
         await asyncio.wait_for(service.log.ping(), 2)
-        primary = await service.redis_client.primary()
     except (LogUnavailable, TimeoutError) as exc:
         watch.failed(str(exc) or type(exc).__name__)
         return JSONResponse(
             {"status": "unavailable", "redis": False, **watch.report()}, status_code=503
         )
+    extra: dict[str, Any] = {}
+    try:
+        primary = await service.redis_client.primary()
+    except LogUnavailable as exc:  # Redis answers, the sentinels do not: still ready
+        primary, extra["sentinels"] = None, str(exc)
     watch.answered(primary)
     return JSONResponse(
-        {"status": "ok", "redis": True, "tail": service.hub.healthy, **watch.report()}
+        {"status": "ok", "redis": True, "tail": service.hub.healthy, **watch.report(), **extra}
     )
 
 

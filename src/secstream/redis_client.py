@@ -12,7 +12,9 @@ import asyncio
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
@@ -90,6 +92,7 @@ def connect(url: str, **kwargs: Any) -> RedisClient:
         sentinel_kwargs={
             "socket_timeout": SENTINEL_TIMEOUT,
             "socket_connect_timeout": SENTINEL_TIMEOUT,
+            "retry": Retry(NoBackoff(), 0),  # a dead sentinel: ask the next one at once
         },
     )
     redis: Redis = sentinel.master_for(
