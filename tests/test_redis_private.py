@@ -117,3 +117,24 @@ def test_serve_without_a_redis_url_runs_a_private_redis(
     log = (data_dir / "redis.log").read_text()
     assert f"ready to accept connections at {sock}" in log
     assert "accept connections on port" not in log
+
+
+def test_serve_refuses_a_data_dir_of_another_user(tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to make a directory of another user's")
+    data_dir = tmp_path / ".secstream"
+    data_dir.mkdir(mode=0o777)
+    os.chown(data_dir, NOBODY, NOBODY)
+    result = subprocess.run(
+        [sys.executable, "-m", "secstream", "serve", "--port", "0"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "SECSTREAM_JWT_SECRET": "x" * 40},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "not a directory of this user's" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (data_dir / "redis.sock").exists()

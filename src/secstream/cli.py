@@ -175,7 +175,11 @@ def _redis_for(settings: Settings) -> Generator[Settings, None, None]:
     server = RedisServer(
         settings.data_dir, appendonly=True, unix_socket=True, die_with_parent=True
     )
-    server.start()
+    try:
+        server.start()
+    except RuntimeError as exc:  # e.g. a data dir of another user's
+        print(f"secstream: the embedded Redis did not start: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     logger.info("embedded Redis started", extra={"url": server.url})
     try:
         yield Settings(**{**_fields(settings), "redis_url": server.url})
