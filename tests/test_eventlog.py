@@ -190,8 +190,41 @@ async def test_idempotency_key_returns_the_first_ids(log: RedisEventLog, redis: 
         assert await redis.xlen(log.log_key) == 2
         other = await log.append([event()], idempotency_key="other")
         assert other != first and await redis.xlen(log.log_key) == 3
-        ttl = await redis.ttl(f"{log.prefix}:idem:k")
+        ttl = await redis.ttl(f"{log.prefix}:idem:0::k")
         assert 86_000 < ttl <= 86_400
+        # another sub's key of the same name is another key
+        theirs = await log.append([event()], idempotency_key="k", sub="u-2")
+        assert theirs != first and await redis.xlen(log.log_key) == 4
+        assert await log.idempotent_ids("k", "u-2") == theirs
+        assert await log.idempotent_ids("k") == first
+
+
+async def test_client_ids_per_sub_are_capped_dropping_the_least_recently_acked(
+    log: RedisEventLog, redis: Redis
+) -> None:
+    """Row 14: 60 throwaway client_ids leave 50 offsets; another sub's are untouched."""
+    with anyio.fail_after(20):
+        (offset,) = await log.append([event()])
+        await log.store_offsets([("other", "keep", offset)])
+        await log.store_offsets([("u", "first", offset)])
+        for i in range(59):
+            await log.store_offsets([("u", f"tmp-{i}", offset)])
+            if i == 30:  # acked again: now among the most recent, so it stays
+                await log.store_offsets([("u", "first", offset)])
+        stored = [k async for k in redis.scan_iter(match=f"{log.prefix}:offset:u:*", count=500)]
+        assert len(stored) == 50 == await redis.zcard(log.clients_key("u"))
+        assert await log.stored_offset("u", "first") == offset
+        for i in range(10):  # the least recently acked ten are gone
+            assert await log.stored_offset("u", f"tmp-{i}") is None
+        assert await log.stored_offset("u", "tmp-10") == offset
+        assert await log.stored_offset("other", "keep") == offset
+        ttl = await redis.ttl(log.clients_key("u"))
+        assert 0 < ttl <= 30 * 86_400
+        # many acks of one batch in one pipeline keep the bound too
+        await log.store_offsets([("u", f"batch-{i}", offset) for i in range(80)])
+        assert await redis.zcard(log.clients_key("u")) == 50
+        assert await log.stored_offset("u", "batch-79") == offset
+        assert await log.stored_offset("u", "first") is None
 
 
 async def test_maxlen_trims_and_replay_reports_truncated(redis: Redis, key_prefix: str) -> None:

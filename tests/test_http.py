@@ -108,8 +108,8 @@ async def test_idempotency_key_returns_the_first_id_and_appends_nothing(
                     "/api/v1/events", json=first_body, headers={"Idempotency-Key": "k-1"}
                 )
                 assert first.status_code == 202
-            # one namespace for all publishers, whatever the body
-            async with app.http(app.token("p2", ["admin"])) as http:
+            # the same sub again, whatever the body
+            async with app.http(app.token("p1", ["admin"])) as http:
                 again = await http.post(
                     "/api/v1/events", json=other_body, headers={"Idempotency-Key": "k-1"}
                 )
@@ -127,6 +127,38 @@ async def test_idempotency_key_returns_the_first_id_and_appends_nothing(
                 )
                 assert fresh.json()["id"] != first.json()["id"]
                 assert await xlen(app) == 2
+
+
+async def test_idempotency_keys_of_different_subs_never_collide(
+    live_app: LiveAppFactory,
+) -> None:
+    """Row 12: publisher B's critical alert is not swallowed by A's key."""
+    with anyio.fail_after(10):
+        async with live_app() as app:
+            ids = {}
+            # "a:b" + "c" and "a" + "b:c" would share a naive "sub:key" name
+            for sub, key in (("pub-a", "k"), ("pub-b", "k"), ("a:b", "c"), ("a", "b:c")):
+                body = {
+                    "event_type": "system.alert",
+                    "data": {"title": f"from {sub}"},
+                    "priority": "critical",
+                }
+                async with app.http(app.token(sub, ["publisher"])) as http:
+                    response = await http.post(
+                        "/api/v1/events", json=body, headers={"Idempotency-Key": key}
+                    )
+                    assert response.status_code == 202, response.text
+                    ids[sub] = response.json()["id"]
+            assert len(set(ids.values())) == 4
+            assert await xlen(app) == 4
+            async with app.http(app.token("pub-b", ["publisher"])) as http:
+                retried = await http.post(
+                    "/api/v1/events",
+                    json={"event_type": "system.alert", "data": {"title": "retry"}},
+                    headers={"Idempotency-Key": "k"},
+                )
+                assert retried.json()["id"] == ids["pub-b"]
+            assert await xlen(app) == 4
 
 
 async def test_batch_appends_all_in_order(live_app: LiveAppFactory) -> None:

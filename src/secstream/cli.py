@@ -156,8 +156,15 @@ def _redis_for(settings: Settings) -> Generator[Settings, None, None]:
         return
     from secstream.redis_server import RedisServer
 
-    server = RedisServer(settings.data_dir, appendonly=True, die_with_parent=True)
-    server.start()
+    # A unix socket in a 0700 directory, no TCP port: no other local user reaches it.
+    server = RedisServer(
+        settings.data_dir, appendonly=True, unix_socket=True, die_with_parent=True
+    )
+    try:
+        server.start()
+    except RuntimeError as exc:  # e.g. a data dir of another user's
+        print(f"secstream: the embedded Redis did not start: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     logger.info("embedded Redis started", extra={"url": server.url})
     try:
         yield Settings(**{**_fields(settings), "redis_url": server.url})
@@ -211,7 +218,12 @@ async def _publish(args: argparse.Namespace) -> int:
     except json.JSONDecodeError as exc:
         print(f"secstream publish: bad JSON: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    async with Publisher(args.redis_url) as pub:
+    try:
+        publisher = Publisher(args.redis_url)
+    except ValueError as exc:
+        print(f"secstream publish: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    async with publisher as pub:
         try:
             offset = await pub.publish(
                 args.event_type, data, priority=args.priority, audience=audience,

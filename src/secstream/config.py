@@ -10,15 +10,65 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 from secstream.errors import ConfigError
 
 T = TypeVar("T")
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s]+")
+SENTINEL_SCHEME = "redis+sentinel://"
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", SENTINEL_SCHEME)
+_HOST_PORT = re.compile(
+    r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>\d{1,5})$"
+)
+_MASTER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+MAX_SENTINELS = 16
 _FLAG_ONLY = frozenset({"demo"})
 """Set by a flag alone: the demo (dev tokens for anyone) is never on by environment."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SentinelURL:
+    """``redis+sentinel://[[user]:password@]host:port[,host:port]/<master>[/<db>]``.
+
+    The password (and user) are the data nodes'; the sentinels are asked without one.
+    """
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelURL:
+        """Raises ValueError saying what is wrong."""
+        if not url.startswith(SENTINEL_SCHEME):
+            raise ValueError(f"must start with {SENTINEL_SCHEME}")
+        rest = url[len(SENTINEL_SCHEME) :]
+        if "?" in rest or "#" in rest:
+            raise ValueError("takes no query or fragment")
+        netloc, _, path = rest.partition("/")
+        userinfo, at, hosts = netloc.rpartition("@")
+        username = password = None
+        if at:
+            user, colon, secret = userinfo.partition(":")
+            username, password = unquote(user) or None, unquote(secret) if colon else None
+        sentinels = []
+        for item in hosts.split(","):
+            match = _HOST_PORT.match(item)
+            if match is None or not 0 < int(match["port"]) <= 65535:
+                raise ValueError(f"{item!r} is not host:port")
+            sentinels.append((match["v6"] or match["host"], int(match["port"])))
+        if len(sentinels) > MAX_SENTINELS:
+            raise ValueError(f"at most {MAX_SENTINELS} sentinels")
+        master, _, db = path.partition("/")
+        if not _MASTER_NAME.match(master):
+            raise ValueError("needs /<master name> after the sentinels ([A-Za-z0-9_.-])")
+        if db and not (db.isdigit() and int(db) < 2**16):
+            raise ValueError(f"the database {db!r} is not a number")
+        return cls(tuple(sentinels), master, int(db or 0), username, password)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -27,6 +77,8 @@ class Settings:
     port: int = 8000
     redis_url: str | None = None
     """None: start the embedded Redis under ``data_dir``."""
+    min_replicas: int = 0
+    """Replicas that must confirm a published event (Redis ``WAIT``, 1 s) before 202."""
     data_dir: Path = Path(".secstream")
     demo: bool = False
     key_prefix: str = "secstream"
@@ -96,8 +148,16 @@ class Settings:
     def validate(self) -> None:
         if self.redis_url is not None and not self.redis_url.startswith(_REDIS_SCHEMES):
             raise ConfigError(
-                "SECSTREAM_REDIS_URL", "must start with redis://, rediss:// or unix://"
+                "SECSTREAM_REDIS_URL",
+                "must start with redis://, rediss://, unix:// or redis+sentinel://",
             )
+        if self.redis_url is not None and self.redis_url.startswith(SENTINEL_SCHEME):
+            try:
+                SentinelURL.parse(self.redis_url)
+            except ValueError as exc:
+                raise ConfigError("SECSTREAM_REDIS_URL", str(exc)) from None
+        if not 0 <= self.min_replicas <= 16:
+            raise ConfigError("SECSTREAM_MIN_REPLICAS", "must be 0 to 16")
         if self.jwt_secret is None and self.jwt_public_key_file is None and not self.demo:
             raise ConfigError(
                 "SECSTREAM_JWT_SECRET",
@@ -178,6 +238,7 @@ def _comma_list(raw: str) -> tuple[str, ...]:
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "port": _positive_int,
+    "min_replicas": _positive_int,
     "data_dir": Path,
     "jwt_public_key_file": Path,
     "static_dir": Path,

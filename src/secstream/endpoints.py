@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from secstream.auth import Principal
 from secstream.entries import StreamEntry, now_iso, validate
-from secstream.errors import AuthError, EventInvalid, Forbidden, LogUnavailable
+from secstream.errors import AuthError, EventInvalid, Forbidden, LogUnavailable, NotReplicated
 from secstream.events import KNOWN_ROLES, expand, is_valid_pattern
 from secstream.limits import retry_after
 from secstream.protocol import (
@@ -154,9 +154,9 @@ async def _publish(request: Request, *, batch: bool) -> Response:
         # A key seen before answers with the first ids, whatever this body holds; the
         # append script checks the key again, atomically, for a first-time key.
         try:
-            seen = await service.log.idempotent_ids(key)
-        except LogUnavailable:
-            return _unavailable(service)
+            seen = await service.log.idempotent_ids(key, guard.sub)
+        except LogUnavailable as exc:
+            return _unavailable(service, exc)
         if seen is not None:
             return _accepted(seen, single=not batch)
     try:
@@ -173,7 +173,7 @@ async def _publish(request: Request, *, batch: bool) -> Response:
         return problem(422, "invalid_event", "the body is not a JSON object", field="body")
     except EventInvalid as exc:
         return problem(422, "invalid_event", exc.reason, field=exc.field)
-    return await _append(service, events, key, single=not batch)
+    return await _append(service, events, key, guard.sub, single=not batch)
 
 
 def _decode_events(body: bytes, *, batch: bool, max_event_bytes: int) -> list[PublishRequest]:
@@ -204,13 +204,18 @@ def _check_size(event: PublishRequest, field: str, limit: int) -> None:
 
 
 async def _append(
-    service: Service, events: list[PublishRequest], key: str | None, *, single: bool
+    service: Service,
+    events: list[PublishRequest],
+    key: str | None,
+    sub: str,
+    *,
+    single: bool,
 ) -> Response:
     try:
         with service.telemetry.span("publish", events=len(events)):
-            ids = await service.log.append(events, idempotency_key=key)
-    except LogUnavailable:
-        return _unavailable(service)
+            ids = await service.log.append(events, idempotency_key=key, sub=sub)
+    except LogUnavailable as exc:
+        return _unavailable(service, exc)
     service.telemetry.events_published.add(len(events))
     return _accepted(ids, single=single)
 
@@ -219,9 +224,18 @@ def _accepted(ids: list[str], *, single: bool) -> Response:
     return JSONResponse({"id": ids[0]} if single else {"ids": ids}, status_code=202)
 
 
-def _unavailable(service: Service) -> Response:
+def _unavailable(service: Service, exc: LogUnavailable) -> Response:
     service.telemetry.redis_errors.add(1)
-    response = problem(503, "unavailable", "the event log is unavailable; retry")
+    message = "the event log is unavailable; retry"
+    if not isinstance(exc, NotReplicated):
+        service.redis_watch.failed(str(exc))
+    else:
+        service.redis_watch.unreplicated(exc.wanted, exc.confirmed)
+        message = (
+            f"not confirmed by {exc.wanted} replicas within 1 s ({exc.confirmed} did); "
+            "retry with the same Idempotency-Key"
+        )
+    response = problem(503, "unavailable", message)
     response.headers["Retry-After"] = "1"
     return response
 
@@ -320,11 +334,23 @@ async def health_live(request: Request) -> Response:
 
 async def health_ready(request: Request) -> Response:
     service = service_of(request)
+    watch = service.redis_watch
     try:
         await asyncio.wait_for(service.log.ping(), 2)
-    except (LogUnavailable, TimeoutError):
-        return JSONResponse({"status": "unavailable", "redis": False}, status_code=503)
-    return JSONResponse({"status": "ok", "redis": True, "tail": service.hub.healthy})
+    except (LogUnavailable, TimeoutError) as exc:
+        watch.failed(str(exc) or type(exc).__name__)
+        return JSONResponse(
+            {"status": "unavailable", "redis": False, **watch.report()}, status_code=503
+        )
+    extra: dict[str, Any] = {}
+    try:
+        primary = await service.redis_client.primary()
+    except LogUnavailable as exc:  # Redis answers, the sentinels do not: still ready
+        primary, extra["sentinels"] = None, str(exc)
+    watch.answered(primary)
+    return JSONResponse(
+        {"status": "ok", "redis": True, "tail": service.hub.healthy, **watch.report(), **extra}
+    )
 
 
 async def metrics(request: Request) -> Response:

@@ -6,6 +6,7 @@
     ├── AuthError                401 at the handshake, ``invalid_token`` after it
     │   └── Forbidden            403 at the handshake, ``forbidden`` after it
     ├── LogUnavailable           Redis does not answer: HTTP 503
+    │   └── NotReplicated        fewer replicas than SECSTREAM_MIN_REPLICAS confirmed a write
     ├── EventInvalid             a publish body that fails validation: HTTP 422
     ├── TokenExpired             close 4001
     ├── HeartbeatTimeout         close 4002
@@ -53,6 +54,15 @@ class Forbidden(AuthError):
 
 class LogUnavailable(ServiceError):
     """The event log (Redis) did not answer."""
+
+
+class NotReplicated(LogUnavailable):
+    """The primary holds the write, but fewer replicas than asked confirmed it in time."""
+
+    def __init__(self, wanted: int, confirmed: int) -> None:
+        super().__init__(f"{confirmed} of {wanted} replicas confirmed the write within 1 s")
+        self.wanted = wanted
+        self.confirmed = confirmed
 
 
 class EventInvalid(ServiceError):

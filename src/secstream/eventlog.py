@@ -9,7 +9,10 @@ Key layout (``P`` is ``SECSTREAM_KEY_PREFIX``; see docs/architecture.md):
     P:testcut:<test_id>    the newest id retention took from that test
     P:critical             the same entries of ``critical`` events, kept longer
     P:offset:<sub>:<cid>   the acknowledged offset of one durable client
-    P:idem:<key>           ids appended under an Idempotency-Key (24 h)
+    P:clients:<sub>        the client_ids of one sub with an offset, by last ack (us);
+                           at most MAX_CLIENT_IDS, the oldest one's offset dropped
+    P:idem:<n>:<sub>:<key> ids appended under an Idempotency-Key by one token ``sub``
+                           (``n``: the length of ``sub``, so no two subs collide; 24 h)
     P:epoch                the id at which this incarnation of the log began
     P:trimmed              the newest id that retention removed from P:log
 
@@ -26,14 +29,19 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from secstream.entries import START, StreamEntry, decode_entry, encode
-from secstream.errors import LogUnavailable
+from secstream.errors import LogUnavailable, NotReplicated
 from secstream.protocol import PublishRequest, parse_offset
 from secstream.types import Offset
 
 IDEMPOTENCY_TTL: Final = 86_400
+REPLICA_WAIT_MS: Final = 1000
+"""How long a write waits for ``min_replicas`` replicas (Redis ``WAIT``) before failing."""
 OFFSET_TTL: Final = 30 * 86_400
+MAX_CLIENT_IDS: Final = 50
+"""Stored offsets per token ``sub``: a new client_id past this drops the least recently acked."""
 _SCAN_CHUNK: Final = 1000
 POLL_BUDGET: Final = 10_000
 """Log entries one poll examines at most, however selective its filter."""
@@ -72,12 +80,16 @@ end
 """
 
 # KEYS: log, critical, idempotency key, epoch, trimmed, tests (zset: test id -> newest ms)
-# ARGV: use_idem, idem_ttl, maxlen, test_prefix, test_ttl, n, then per event:
+# ARGV: use_idem ('2': and rewrite a key seen, so a WAIT after it covers the first append),
+#       idem_ttl, maxlen, test_prefix, test_ttl, n, then per event:
 #       test_id, critical, nfields, field, value, ...
 _APPEND = _LUA_IDS + """
-if ARGV[1] == '1' then
+if ARGV[1] ~= '0' then
   local prev = redis.call('GET', KEYS[3])
-  if prev then return {0, prev} end
+  if prev then
+    if ARGV[1] == '2' then redis.call('SET', KEYS[3], prev, 'KEEPTTL') end
+    return {0, prev}
+  end
 end
 ensure_epoch(KEYS[4])
 local ids = {}
@@ -106,13 +118,20 @@ if len > maxlen + math.max(100, math.floor(maxlen / 100)) then
   if newer(last, redis.call('GET', KEYS[5])) then redis.call('SET', KEYS[5], last) end
 end
 local joined = table.concat(ids, ',')
-if ARGV[1] == '1' then redis.call('SET', KEYS[3], joined, 'EX', ARGV[2]) end
+if ARGV[1] ~= '0' then redis.call('SET', KEYS[3], joined, 'EX', ARGV[2]) end
 return {1, joined}
+"""
+
+# KEYS: idempotency key. A key seen is rewritten: the WAIT after it covers the first append.
+_SEEN = """
+local prev = redis.call('GET', KEYS[1])
+if prev then redis.call('SET', KEYS[1], prev, 'KEEPTTL') end
+return prev
 """
 
 # KEYS: log, critical, trimmed, tests
 # ARGV: min id to keep in log, in critical, test key prefix, test cut prefix, cut ttl
-# Per-test copies follow the log: a test whose newest event left the log goes whole;
+# Per-test indexes follow the log: a test whose newest event left the log goes whole;
 # the others lose what is older than the log's oldest entry.
 _TRIM = _LUA_IDS + """
 local removed = 0
@@ -168,11 +187,27 @@ end
 return out
 """
 
-# KEYS: offset key; ARGV: offset, ttl
+# KEYS: offset key, the sub's client set; ARGV: offset, ttl, client_id, cap, offset key prefix
 _ACK = _LUA_IDS + """
 local cur = redis.call('GET', KEYS[1])
 if newer(ARGV[1], cur) then cur = ARGV[1] end
 redis.call('SET', KEYS[1], cur, 'EX', ARGV[2])
+local t = redis.call('TIME')
+local score = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
+redis.call('ZADD', KEYS[2], score, ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if over > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, over)) do
+    if over > 0 and old ~= ARGV[3] then
+      redis.call('ZREM', KEYS[2], old)
+      redis.call('DEL', ARGV[5] .. old)
+      over = over - 1
+    end
+  end
+end
 return cur
 """
 
@@ -217,8 +252,12 @@ class RedisEventLog:
         maxlen: int = 1_000_000,
         retention_seconds: int = 86_400,
         critical_retention_seconds: int = 604_800,
+        max_client_ids: int = MAX_CLIENT_IDS,
+        min_replicas: int = 0,
     ) -> None:
         self.redis = redis
+        self.max_client_ids = max_client_ids
+        self.min_replicas = min_replicas
         self.prefix = prefix
         self.maxlen = maxlen
         self.retention_seconds = retention_seconds
@@ -233,6 +272,7 @@ class RedisEventLog:
         self._ack = redis.register_script(_ACK)
         self._test_range = redis.register_script(_TEST_RANGE)
         self._state = redis.register_script(_STATE)
+        self._seen = redis.register_script(_SEEN)
 
     def test_key(self, test_id: str) -> str:
         return f"{self.prefix}:test:{test_id}"
@@ -240,21 +280,32 @@ class RedisEventLog:
     def offset_key(self, sub: str, client_id: str) -> str:
         return f"{self.prefix}:offset:{sub}:{client_id}"
 
+    def clients_key(self, sub: str) -> str:
+        return f"{self.prefix}:clients:{sub}"
+
+    def idempotency_key(self, sub: str, key: str) -> str:
+        """One namespace per ``sub``; the length keeps ``a:b``+``c`` apart from ``a``+``b:c``."""
+        return f"{self.prefix}:idem:{len(sub)}:{sub}:{key}"
+
     # -- writing ---------------------------------------------------------------
 
     @_guarded
     async def append(
-        self, events: Sequence[PublishRequest], *, idempotency_key: str | None = None
+        self,
+        events: Sequence[PublishRequest],
+        *,
+        idempotency_key: str | None = None,
+        sub: str = "",
     ) -> list[Offset]:
         """Append all of ``events`` atomically; the ids in order.
 
-        Under an ``idempotency_key`` seen in the last 24 h, append nothing and
-        return the ids of that first append.
+        Under an ``idempotency_key`` seen from the same ``sub`` in the last 24 h, append
+        nothing and return the ids of that first append.
         """
         now = time.time()
         encoded = [encode(e, now) for e in events]
         argv: list[Any] = [
-            "1" if idempotency_key else "0",
+            ("2" if self.min_replicas else "1") if idempotency_key else "0",
             IDEMPOTENCY_TTL,
             self.maxlen,
             f"{self.prefix}:test:",
@@ -266,18 +317,43 @@ class RedisEventLog:
         keys = [
             self.log_key,
             self.critical_key,
-            f"{self.prefix}:idem:{idempotency_key or ''}",
+            self.idempotency_key(sub, idempotency_key or ""),
             self.epoch_key,
             self.trimmed_key,
             self.tests_key,
         ]
-        _, joined = await self._append(keys=keys, args=argv)
+        if not self.min_replicas:
+            _, joined = await self._append(keys=keys, args=argv)
+            return _text(joined).split(",")
+        async with self.redis.pipeline(transaction=False) as pipe:  # WAIT: the same connection
+            await self._append(keys=keys, args=argv, client=pipe)
+            ((_, joined),) = await self._replicated(pipe)
         return _text(joined).split(",")
 
+    async def _replicated(
+        self, pipe: Pipeline, confirm: Callable[[list[Any]], bool] = lambda _: True
+    ) -> list[Any]:
+        """Run ``pipe`` with a ``WAIT`` after it; its replies but WAIT's.
+
+        Raises NotReplicated when fewer than ``min_replicas`` replicas confirmed in time
+        and ``confirm(replies)`` says that there was something to confirm.
+        """
+        pipe.execute_command("WAIT", self.min_replicas, REPLICA_WAIT_MS)
+        *replies, confirmed = await pipe.execute()
+        if int(confirmed) < self.min_replicas and confirm(replies):
+            raise NotReplicated(self.min_replicas, int(confirmed))
+        return replies
+
     @_guarded
-    async def idempotent_ids(self, idempotency_key: str) -> list[Offset] | None:
-        """The ids first appended under this key in the last 24 h, if any."""
-        raw = await self.redis.get(f"{self.prefix}:idem:{idempotency_key}")
+    async def idempotent_ids(self, idempotency_key: str, sub: str = "") -> list[Offset] | None:
+        """The ids ``sub`` first appended under this key in the last 24 h, if any."""
+        key = self.idempotency_key(sub, idempotency_key)
+        raw = await self.redis.get(key)
+        if raw is not None and self.min_replicas:
+            # Seen: confirm that replicas hold it (a publish answered 503 may come back).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                await self._seen(keys=[key], client=pipe)
+                (raw,) = await self._replicated(pipe, confirm=lambda r: r[0] is not None)
         return _text(raw).split(",") if raw is not None else None
 
     @_guarded
@@ -313,11 +389,22 @@ class RedisEventLog:
     @_guarded
     async def store_offsets(self, offsets: Iterable[tuple[str, str, Offset]]) -> list[Offset]:
         """Store max(stored, offset) for each (sub, client_id, offset), in one round trip;
-        the stored values, in order."""
+        the stored values, in order.
+
+        Each ``sub`` keeps offsets for its ``max_client_ids`` most recently acked client_ids.
+        """
         async with self.redis.pipeline(transaction=False) as pipe:
             for sub, client_id, offset in offsets:
                 await self._ack(
-                    keys=[self.offset_key(sub, client_id)], args=[offset, OFFSET_TTL], client=pipe
+                    keys=[self.offset_key(sub, client_id), self.clients_key(sub)],
+                    args=[
+                        offset,
+                        OFFSET_TTL,
+                        client_id,
+                        self.max_client_ids,
+                        self.offset_key(sub, ""),
+                    ],
+                    client=pipe,
                 )
             stored = await pipe.execute()
         return [_text(value) for value in stored]

@@ -13,6 +13,7 @@ from secstream.entries import validate
 from secstream.eventlog import RedisEventLog
 from secstream.events import Priority
 from secstream.protocol import Audience, PublishRequest
+from secstream.redis_client import RedisClient, connect
 from secstream.testrun import TestRun
 from secstream.types import Offset
 
@@ -44,14 +45,30 @@ class Publisher:
         *,
         redis: Redis | None = None,
         maxlen: int | None = None,
+        sub: str = "",
+        min_replicas: int | None = None,
     ) -> None:
+        """``url``: as ``SECSTREAM_REDIS_URL``, ``redis+sentinel://`` included.
+        ``sub``: the namespace of this publisher's idempotency keys (contract section 5);
+        the default, empty, is one no token can have. ``min_replicas`` (else
+        ``SECSTREAM_MIN_REPLICAS``, else 0): ``publish`` raises NotReplicated unless that
+        many replicas confirm the event within 1 s."""
         if redis is None and url is None:
             raise ValueError("Publisher needs a Redis URL or a client")
-        self._redis = redis if redis is not None else Redis.from_url(url or "")
+        if min_replicas is None:
+            raw = os.environ.get("SECSTREAM_MIN_REPLICAS") or "0"
+            if not raw.strip().isdigit():
+                raise ValueError(f"SECSTREAM_MIN_REPLICAS must be a number, not {raw!r}")
+            min_replicas = int(raw)
+        self._client = RedisClient(redis) if redis is not None else connect(url or "")
+        self._redis = self._client.redis
         self._owns_redis = redis is None
         prefix = key_prefix or os.environ.get("SECSTREAM_KEY_PREFIX") or "secstream"
         maxlen = maxlen or int(os.environ.get("SECSTREAM_RETENTION_MAXLEN") or 1_000_000)
-        self.log = RedisEventLog(self._redis, prefix=prefix, maxlen=maxlen)
+        self.log = RedisEventLog(
+            self._redis, prefix=prefix, maxlen=maxlen, min_replicas=min_replicas
+        )
+        self.sub = sub
         self.runs = RunRecords(self._redis, prefix=prefix)
         self.control = ControlReader(self.runs)
 
@@ -64,7 +81,7 @@ class Publisher:
     async def aclose(self) -> None:
         await self.control.aclose()
         if self._owns_redis:
-            await self._redis.aclose()
+            await self._client.aclose()
 
     async def publish(
         self,
@@ -89,7 +106,9 @@ class Publisher:
             ttl=ttl,
         )
         validate(event)
-        (offset,) = await self.log.append([event], idempotency_key=idempotency_key)
+        (offset,) = await self.log.append(
+            [event], idempotency_key=idempotency_key, sub=self.sub
+        )
         return offset
 
     def test_run(

@@ -4,20 +4,29 @@ Files in ``data_dir``: ``redis.pid`` (written by Redis, removed on a clean shutd
 ``redis.owner`` (the pid of the process that started it), ``redis.log``, the AOF, and
 ``redis.sock`` in unix-socket mode. A Redis left running by an owner that crashed is
 stopped by the next ``start()`` on the same directory; one whose owner still runs is not.
+
+In unix-socket mode (what ``secstream serve`` runs) Redis has no TCP port, and the
+data directory is 0700 with every file in it 0600: only this user reaches the socket or
+reads the AOF. A ``data_dir`` too long for a socket path puts the socket in a 0700
+directory of this user's under the temporary directory instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import importlib.util
 import logging
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -25,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 _START_ATTEMPTS = 3
 """Tries with a fresh port when the port was picked here and another process took it."""
+_MAX_SOCKET_PATH = 100
+"""sun_path holds 108 bytes on Linux, 104 on macOS."""
+_PRIVATE_FILES = ("redis.log", "redis.pid", "redis.owner", "appendonly.aof", "dump.rdb")
 
 
 class RedisServer:
@@ -38,10 +50,13 @@ class RedisServer:
         appendonly: bool = True,
         unix_socket: bool = False,
         die_with_parent: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
         """``die_with_parent``: the kernel stops Redis (SIGTERM, so the AOF is flushed)
         when the thread that started it ends, even by SIGKILL. Start it from a thread
-        that lives as long as the process, such as the main thread."""
+        that lives as long as the process, such as the main thread. ``extra_args``:
+        more ``redis-server`` options, such as ``["--replicaof", host, port]``."""
+        self.extra_args = list(extra_args)
         self.data_dir = Path(data_dir).resolve()
         self.die_with_parent = die_with_parent
         self.appendonly = appendonly
@@ -69,7 +84,7 @@ class RedisServer:
 
     @property
     def socket_path(self) -> Path:
-        return self.data_dir / "redis.sock"
+        return socket_path_for(self.data_dir)
 
     @property
     def port(self) -> int:
@@ -94,13 +109,15 @@ class RedisServer:
             raise RuntimeError("this RedisServer is already running")
         self._proc = None
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.unix_socket:
+            _make_private(self.data_dir)
         stop_stale(self.data_dir)
         picked_here = self._port is None
         for attempt in range(1, _START_ATTEMPTS + 1):
             if picked_here:
                 self._port = free_port()
             proc = self._spawn()
-            (self.data_dir / "redis.owner").write_text(f"{os.getpid()}\n")
+            _write_private(self.data_dir / "redis.owner", f"{os.getpid()}\n")
             if self._wait_ready(proc, timeout):
                 self._proc = proc
                 logger.info(
@@ -167,19 +184,22 @@ class RedisServer:
             "--daemonize", "no",
         ]  # fmt: skip
         if self.unix_socket:
+            _private_dir(self.socket_path.parent)
             _remove(self.socket_path)
             args += ["--unixsocket", str(self.socket_path), "--unixsocketperm", "700"]
+        args += self.extra_args
         # Errors from before Redis opens its logfile (bad arguments) land in the same file.
         # Its own session: a Ctrl-C meant for `serve` must not stop Redis before serve has
         # drained (stored pending acks); serve stops it last. stop_stale() covers a crash.
-        with open(self.logfile, "ab") as log:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        with open(os.open(self.logfile, flags, 0o600 if self.unix_socket else 0o644), "ab") as log:
             return subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
-                preexec_fn=die_with_parent if self.die_with_parent else None,
+                preexec_fn=_child_setup(self.unix_socket, self.die_with_parent),
             )
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -232,6 +252,54 @@ def die_with_parent() -> None:
 _PR_SET_PDEATHSIG = 1
 
 
+def _child_setup(private: bool, with_parent: bool) -> Callable[[], None] | None:
+    """What the child runs before exec: umask 077 (its AOF, pidfile: 0600), death signal."""
+    if not (private or with_parent):
+        return None
+
+    def setup() -> None:
+        if private:
+            os.umask(0o077)
+        if with_parent:
+            die_with_parent()
+
+    return setup
+
+
+def socket_path_for(data_dir: Path) -> Path:
+    """``data_dir/redis.sock``, or, when that is too long for a socket, a 0700 directory of
+    this user's under the temporary directory, named after ``data_dir``."""
+    path = Path(data_dir).resolve() / "redis.sock"
+    if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
+        return path
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"secstream-{os.getuid()}-{digest}" / "redis.sock"
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` 0700, or make it so; refuse one owned by another user."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise RuntimeError(f"{path} is not a directory of this user's: refusing to use it")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        path.chmod(0o700)
+
+
+def _make_private(data_dir: Path) -> None:
+    """The data directory 0700, and Redis's files from an older start 0600."""
+    _private_dir(data_dir)
+    for name in _PRIVATE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (data_dir / name).chmod(0o600)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as out:
+        out.write(text)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -262,7 +330,7 @@ def stop_stale(data_dir: Path, timeout: float = 10) -> None:
                 os.kill(pid, signal.SIGKILL)
             while _is_alive(pid):
                 time.sleep(0.05)
-    for stale in (pidfile, ownerfile, data_dir / "redis.sock"):
+    for stale in (pidfile, ownerfile, socket_path_for(data_dir)):
         _remove(stale)
 
 

@@ -22,6 +22,8 @@ from secstream.eventlog import RedisEventLog
 from secstream.hub import Hub
 from secstream.limits import AbuseWatch, KeyedLimiter, UserSlots
 from secstream.protocol import Audience, PublishRequest
+from secstream.redis_client import RedisClient, connect
+from secstream.redis_watch import RedisWatch
 from secstream.simulator import Simulator
 from secstream.telemetry import Telemetry
 
@@ -41,16 +43,23 @@ class Service:
     def __init__(self, settings: Settings, redis: Redis | None = None) -> None:
         self.settings = settings
         self.node_id = uuid.uuid4().hex[:8]
-        self.redis = redis or Redis.from_url(
-            settings.redis_url or "redis://127.0.0.1:6379/0",
-            socket_timeout=10,
-            socket_connect_timeout=2,
-            retry_on_timeout=False,
-            # A pooled connection that went stale while Redis restarted fails once: retry it
-            # on a fresh one, or the first requests after an outage get 503.
-            retry=Retry(NoBackoff(), 1),
-            retry_on_error=[RedisConnectionError],
+        # redis+sentinel://: a new connection asks the sentinels for the primary (failover).
+        self.redis_client = (
+            RedisClient(redis)
+            if redis is not None
+            else connect(
+                settings.redis_url or "redis://127.0.0.1:6379/0",
+                socket_timeout=10,
+                socket_connect_timeout=2,
+                retry_on_timeout=False,
+                # A pooled connection that went stale while Redis restarted fails once: retry
+                # it on a fresh one, or the first requests after an outage get 503.
+                retry=Retry(NoBackoff(), 1),
+                retry_on_error=[RedisConnectionError],
+            )
         )
+        self.redis = self.redis_client.redis
+        self.redis_watch = RedisWatch()
         self._owns_redis = redis is None
         self.log = RedisEventLog(
             self.redis,
@@ -58,6 +67,7 @@ class Service:
             maxlen=settings.retention_maxlen,
             retention_seconds=settings.retention_seconds,
             critical_retention_seconds=settings.critical_retention_seconds,
+            min_replicas=settings.min_replicas,
         )
         self.telemetry = Telemetry(
             connections_active=lambda: len(self.hub.connections),
@@ -148,7 +158,7 @@ class Service:
         await self.acks.stop()
         self.telemetry.shutdown()
         if self._owns_redis:
-            await self.redis.aclose()
+            await self.redis_client.aclose()
 
     async def _trim_forever(self) -> None:
         while True:
