@@ -7,12 +7,13 @@ from typing import Final
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from secstream.auth import Principal
 from secstream.control import MAX_REASON_CHARS, MAX_TEST_ID_CHARS, RunRecord, RunRecords
 from secstream.endpoints import _authproblem, _bearer, authenticate, problem, service_of
 from secstream.errors import AuthError, LogUnavailable
+from secstream.httpbodies import CancelAccepted, CancelRequest, json
 from secstream.limits import retry_after
 
 audit = logging.getLogger("secstream.audit")
@@ -20,11 +21,7 @@ audit = logging.getLogger("secstream.audit")
 MAX_CANCEL_BODY: Final = 4096
 
 
-class CancelBody(msgspec.Struct, forbid_unknown_fields=True):
-    reason: str | None = None
-
-
-_DECODER = msgspec.json.Decoder(CancelBody)
+_DECODER = msgspec.json.Decoder(CancelRequest)
 
 
 def may_cancel(principal: Principal, record: RunRecord) -> bool:
@@ -102,10 +99,7 @@ async def cancel_test(request: Request) -> Response:
         record("denied", sub, "already finished", 409)
         return problem(409, "finished", "the test already ended")
     record("allowed", sub, reason or "", 202)
-    return JSONResponse(
-        {"test_id": test_id, "request_id": request_id, "status": "cancel_requested"},
-        status_code=202,
-    )
+    return json(CancelAccepted(test_id, request_id), 202)
 
 
 async def _read_body(request: Request) -> bytes | None:

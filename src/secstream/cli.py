@@ -1,4 +1,4 @@
-"""The ``secstream`` command: ``serve``, ``publish`` and ``bench``."""
+"""The ``secstream`` command: ``serve``, ``publish``, ``bench`` and ``schema``."""
 
 from __future__ import annotations
 
@@ -58,7 +58,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench.add_argument("--min-lifetime", type=float, default=0.5)
     bench.add_argument("--max-lifetime", type=float, default=5.0)
 
+    schema = commands.add_parser("schema", help="print the AsyncAPI (or OpenAPI) document")
+    schema.add_argument("--openapi", action="store_true", help="the HTTP API, OpenAPI 3.1")
+
     args = parser.parse_args(argv)
+    if args.command == "schema":
+        from secstream.apidoc import asyncapi, openapi, render
+
+        sys.stdout.write(render(openapi() if args.openapi else asyncapi()))
+        sys.exit(0)
     if args.command == "serve":
         sys.exit(_serve(args))
     if args.command == "publish":

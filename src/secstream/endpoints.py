@@ -18,6 +18,15 @@ from secstream.auth import Principal
 from secstream.entries import StreamEntry, now_iso, validate
 from secstream.errors import AuthError, EventInvalid, Forbidden, LogUnavailable, NotReplicated
 from secstream.events import KNOWN_ROLES, expand, is_valid_pattern
+from secstream.httpbodies import (
+    Accepted,
+    BatchAccepted,
+    DevToken,
+    DevTokenRequest,
+    Liveness,
+    Simulated,
+    json,
+)
 from secstream.limits import retry_after
 from secstream.protocol import (
     BATCH_DECODER,
@@ -221,7 +230,7 @@ async def _append(
 
 
 def _accepted(ids: list[str], *, single: bool) -> Response:
-    return JSONResponse({"id": ids[0]} if single else {"ids": ids}, status_code=202)
+    return json(Accepted(ids[0]) if single else BatchAccepted(ids), 202)
 
 
 def _unavailable(service: Service, exc: LogUnavailable) -> Response:
@@ -329,7 +338,7 @@ def _page(entries: list[StreamEntry], next_offset: str, truncated: bool) -> Resp
 
 
 async def health_live(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    return json(Liveness())
 
 
 async def health_ready(request: Request) -> Response:
@@ -396,13 +405,6 @@ async def connections(request: Request) -> Response:
 # -- demo ------------------------------------------------------------------------------------
 
 
-class _DevTokenRequest(msgspec.Struct, forbid_unknown_fields=True):
-    sub: str
-    roles: list[str]
-    groups: list[str] = []
-    expires_in: float = 3600
-
-
 async def dev_token(request: Request) -> Response:
     service = service_of(request)
     if not service.settings.demo:
@@ -414,7 +416,7 @@ async def dev_token(request: Request) -> Response:
     if too_deep(raw):
         return problem(422, "invalid_request", f"nested deeper than {MAX_DEPTH}", field="body")
     try:
-        body = msgspec.json.decode(raw, type=_DevTokenRequest)
+        body = msgspec.json.decode(raw, type=DevTokenRequest)
     except msgspec.ValidationError as exc:
         return problem(422, "invalid_request", str(exc), field=_field_of(exc))
     except msgspec.DecodeError:
@@ -424,7 +426,7 @@ async def dev_token(request: Request) -> Response:
         field = "sub" if not body.sub else "roles" if unknown else "expires_in"
         return problem(422, "invalid_request", f"invalid {field}", field=field)
     token, expires_at = service.auth.mint(body.sub, body.roles, body.groups, body.expires_in)
-    return JSONResponse({"token": token, "expires_at": expires_at})
+    return json(DevToken(token, expires_at))
 
 
 async def dev_simulate(request: Request) -> Response:
@@ -436,4 +438,4 @@ async def dev_simulate(request: Request) -> Response:
     except AuthError as exc:
         return _authproblem(exc)
     test_id = service.simulator.start(user_id=principal.sub)
-    return JSONResponse({"test_id": test_id}, status_code=202)
+    return json(Simulated(test_id), 202)

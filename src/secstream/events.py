@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from secstream.types import EventType
 
-EVENT_TYPES: Final[tuple[EventType, ...]] = (
+KnownEventType = Literal[
     "test.started",
     "test.progress",
     "test.completed",
@@ -18,7 +18,8 @@ EVENT_TYPES: Final[tuple[EventType, ...]] = (
     "system.maintenance",
     "user.notification",
     "connection.info",
-)
+]
+EVENT_TYPES: Final[tuple[EventType, ...]] = get_args(KnownEventType)
 TEST_EVENT_TYPES: Final = frozenset(t for t in EVENT_TYPES if t.startswith("test."))
 
 Priority = Literal["low", "normal", "high", "critical"]

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import msgspec
 
 from secstream.errors import ProtocolError
-from secstream.events import Priority
+from secstream.events import KnownEventType, Priority
 
 MAX_FRAME_BYTES = 64 * 1024
 """Larger frames never reach the app: the server closes them with 1009 (see ``server``)."""
@@ -77,6 +77,7 @@ class Welcome(Message, tag="welcome", omit_defaults=False):
     heartbeat_interval: float
     resume_from: str | None
     server_time: str
+    node: str
 
 
 class Subscribed(Message, tag="subscribed"):
@@ -131,6 +132,43 @@ class Error(Message, tag="error"):
     code: str
     message: str
     ref: Ref | None = None
+
+
+class Event(Message, tag="event", omit_defaults=False):
+    """The envelope of one event (section 3). Not encoded from this struct at run time:
+    ``entries`` splices ``type`` and ``id`` into the text stored at publish; the schema of
+    the frame is this struct's (``apidoc``, and a test decodes real frames with it)."""
+
+    id: str
+    event_type: KnownEventType
+    timestamp: str
+    priority: Priority
+    data: dict[str, Any]
+    user_id: str | None
+    correlation_id: str | None
+
+
+class Batch(Message, tag="batch"):
+    """Several events in one frame: the server may batch under load; clients handle both."""
+
+    events: list[Event]
+
+
+ServerMessage = (
+    Welcome
+    | Subscribed
+    | Replayed
+    | Unsubscribed
+    | Acked
+    | Refreshed
+    | ConnectionInfo
+    | PongReply
+    | PingFrame
+    | TokenExpiring
+    | Error
+    | Event
+    | Batch
+)
 
 
 ENCODER = msgspec.json.Encoder()

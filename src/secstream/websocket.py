@@ -134,6 +134,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 heartbeat_interval=float(service.settings.heartbeat_interval),
                 resume_from=resume_from,
                 server_time=now_iso(),
+                node=service.node_id,
             )
         )
     )

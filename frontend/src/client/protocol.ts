@@ -1,16 +1,12 @@
-/** Wire frames of contract section 4, mirrored from `secstream/protocol.py`. */
+/**
+ * Wire frames of contract section 4. The shapes come from `./generated/protocol.ts`,
+ * generated from docs/api/asyncapi.json, which `secstream schema` prints from the
+ * service's msgspec types: the names here are the client's, the fields the server's.
+ */
+import type * as wire from './generated/protocol';
 
-export type EventType =
-  | 'test.started'
-  | 'test.progress'
-  | 'test.completed'
-  | 'test.error'
-  | 'test.cancelled'
-  | 'system.alert'
-  | 'system.status'
-  | 'system.maintenance'
-  | 'user.notification'
-  | 'connection.info';
+export type { wire };
+export type EventType = wire.Event['event_type'];
 
 export const EVENT_TYPES: readonly EventType[] = [
   'test.started',
@@ -25,89 +21,45 @@ export const EVENT_TYPES: readonly EventType[] = [
   'connection.info',
 ];
 
-export type Priority = 'low' | 'normal' | 'high' | 'critical';
+export type Priority = wire.Event['priority'];
 export type Ref = string | number;
 export type Offset = string;
 
-/** One event as a client receives it (the envelope). */
-export interface EventEnvelope<D = Record<string, unknown>> {
-  type: 'event';
-  id: Offset;
-  event_type: EventType;
-  timestamp: string;
-  priority: Priority;
-  data: D;
-  user_id: string | null;
-  correlation_id: string | null;
-}
+/** One event as a client receives it (the envelope); `D` narrows its `data`. */
+export type EventEnvelope<D = Record<string, unknown>> = Omit<wire.Event, 'data'> & { data: D };
+
+/** Each event type's envelope, with the `data` the service knows for it. */
+export type TypedEvent =
+  | wire.TestStartedEvent
+  | wire.TestProgressEvent
+  | wire.TestCompletedEvent
+  | wire.TestErrorEvent
+  | wire.TestCancelledEvent
+  | wire.SystemAlertEvent
+  | wire.SystemStatusEvent
+  | wire.SystemMaintenanceEvent
+  | wire.UserNotificationEvent
+  | wire.ConnectionInfoEvent;
 
 // -- server frames ------------------------------------------------------------
 
-export interface WelcomeFrame {
-  type: 'welcome';
-  connection_id: string;
-  user_id: string;
-  roles: string[];
-  heartbeat_interval: number;
-  resume_from: Offset | null;
-  server_time: string;
-}
-export interface BatchFrame {
-  type: 'batch';
-  events: EventEnvelope[];
-}
-export interface SubscribedFrame {
-  type: 'subscribed';
-  ref?: Ref;
-  subscription: string;
-  event_types: string[];
-}
-export interface ReplayedFrame {
-  type: 'replayed';
-  ref?: Ref;
-  subscription: string;
-  count: number;
-  truncated: boolean;
-}
+export type WelcomeFrame = wire.Welcome;
+export type BatchFrame = wire.Batch;
+export type SubscribedFrame = wire.Subscribed;
+export type ReplayedFrame = wire.Replayed;
 /**
  * The connection's place against the log (a frame of its own, not an event):
  * `catching_up` while the server reads the log for it (`behind` events known
  * to wait), `live` once it is back on live delivery. `truncated`: retention
  * took events this connection had not received yet.
  */
-export interface ConnectionInfoFrame {
-  type: 'connection.info';
-  state: 'catching_up' | 'live';
-  behind?: number;
-  truncated?: boolean;
-}
-export interface UnsubscribedFrame {
-  type: 'unsubscribed';
-  ref?: Ref;
-  subscription: string;
-}
-export interface AckedFrame {
-  type: 'acked';
-  ref?: Ref;
-  offset: Offset;
-}
-export interface RefreshedFrame {
-  type: 'refreshed';
-  ref?: Ref;
-  expires_at?: number;
-}
-export interface PongFrame {
-  type: 'pong';
-  ref?: Ref;
-}
-export interface PingFrame {
-  type: 'ping';
-  ts: number;
-}
-export interface TokenExpiringFrame {
-  type: 'token.expiring';
-  expires_in: number;
-}
+export type ConnectionInfoFrame = wire.ConnectionInfo;
+export type UnsubscribedFrame = wire.Unsubscribed;
+export type AckedFrame = wire.Acked;
+export type RefreshedFrame = wire.Refreshed;
+export type PongFrame = wire.PongReply;
+export type PingFrame = wire.PingFrame;
+export type TokenExpiringFrame = wire.TokenExpiring;
 export type ErrorCode =
   | 'bad_request'
   | 'forbidden'
@@ -115,12 +67,7 @@ export type ErrorCode =
   | 'invalid_token'
   | 'not_found'
   | 'no_client_id';
-export interface ErrorFrame {
-  type: 'error';
-  code: ErrorCode | string;
-  message: string;
-  ref?: Ref;
-}
+export type ErrorFrame = wire.Error;
 
 export type ServerFrame =
   | WelcomeFrame
@@ -139,38 +86,13 @@ export type ServerFrame =
 
 // -- client frames ------------------------------------------------------------
 
-export interface SubscribeMessage {
-  type: 'subscribe';
-  id?: Ref;
-  event_types: string[];
-  test_id?: string;
-  since?: Offset;
-  /** Queued `test.progress` events of one test may be replaced by the newest (state-only widgets). */
-  latest?: boolean;
-}
-export interface UnsubscribeMessage {
-  type: 'unsubscribe';
-  id?: Ref;
-  subscription: string;
-}
-export interface AckMessage {
-  type: 'ack';
-  id?: Ref;
-  offset: Offset;
-}
-export interface PongMessage {
-  type: 'pong';
-  id?: Ref;
-}
-export interface PingMessage {
-  type: 'ping';
-  id?: Ref;
-}
-export interface RefreshMessage {
-  type: 'refresh';
-  id?: Ref;
-  token: string;
-}
+/** `latest`: queued `test.progress` events of one test may be replaced by the newest. */
+export type SubscribeMessage = wire.Subscribe;
+export type UnsubscribeMessage = wire.Unsubscribe;
+export type AckMessage = wire.Ack;
+export type PongMessage = wire.Pong;
+export type PingMessage = wire.Ping;
+export type RefreshMessage = wire.Refresh;
 export type ClientMessage =
   | SubscribeMessage
   | UnsubscribeMessage
