@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, type WebSocket as WsSocket } from 'ws';
 import { EventClient, type EventClientEvents, type EventClientOptions, type WebSocketConstructor } from './client';
 import type { EventEnvelope } from './protocol';
-import { envelope, startTestServer, until, welcome, type TestServer } from './testServer';
+import { envelope, startTestServer, until, welcome, type TestServer } from '../../test/testServer';
 
 const WS = WebSocket as unknown as WebSocketConstructor;
 let server: TestServer | null = null;

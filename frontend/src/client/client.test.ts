@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { WebSocket } from 'ws';
 import { ConnectionState, EventClient, type EventClientOptions, type WebSocketConstructor } from './client';
 import type { EventEnvelope } from './protocol';
-import { envelope, startTestServer, until, welcome, type TestServer } from './testServer';
+import { envelope, startTestServer, until, welcome, type TestServer } from '../../test/testServer';
 
 const WS = WebSocket as unknown as WebSocketConstructor;
 let server: TestServer | null = null;

@@ -181,3 +181,45 @@ export const WEBSOCKET_BLOCKED: ClientError = {
   message: 'WebSocket connections are failing (a proxy or firewall may block them).',
   action: 'Using HTTP polling meanwhile; live updates may arrive a little later.',
 };
+
+/** An `error` frame of the server, as the client reports it. */
+export function describeErrorFrame(code: string, message: string): ClientError {
+  return {
+    kind: code === 'invalid_token' || code === 'forbidden' ? 'auth' : 'server',
+    code,
+    message,
+    action:
+      code === 'invalid_token'
+        ? 'The new token was refused; you may need to sign in again.'
+        : 'No action needed unless this keeps happening.',
+  };
+}
+
+/** The application's token provider failed; `renewing`: for an in-place refresh. */
+export function tokenFailure(err: unknown, renewing: boolean): ClientError {
+  const why = err instanceof Error ? err.message : String(err);
+  return renewing
+    ? {
+        kind: 'auth',
+        code: null,
+        message: `Could not renew the sign-in token (${why}).`,
+        action: 'The connection will reconnect with a new token when the old one expires.',
+      }
+    : { kind: 'auth', code: null, message: `Could not get a sign-in token (${why}).`, action: 'Sign in again.' };
+}
+
+/** The client stopped retrying; the last error's kind and code are kept. */
+export function gaveUp(last: ClientError | null): ClientError {
+  return {
+    kind: last?.kind ?? 'network',
+    code: last?.code ?? null,
+    message: 'Gave up reconnecting after too many attempts.',
+    action: 'Press Retry when the server is reachable again.',
+  };
+}
+
+/** Why a handshake failed, from the HTTP API's answer to the same token (not 401/403). */
+export function describeProbe(status: number | null): ClientError {
+  if (status === null) return NETWORK_UNREACHABLE;
+  return status >= 200 && status < 300 ? WEBSOCKET_BLOCKED : describeHttpStatus(status);
+}

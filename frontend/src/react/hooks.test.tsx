@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, type WebSocket as WsSocket } from 'ws';
 import { EventClient, type WebSocketConstructor } from '../client/client';
 import type { EventEnvelope } from '../client/protocol';
-import { envelope, startTestServer, welcome, type TestServer } from '../client/testServer';
+import { envelope, startTestServer, welcome, type TestServer } from '../../test/testServer';
 import { RealTimeStatus } from '../components/RealTimeStatus';
 import { TestOutputStreamer } from '../components/TestOutputStreamer';
 import { useRealTimeUpdates } from './useRealTimeUpdates';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { EventEnvelope } from '../client/protocol';
-import { envelope } from '../client/testServer';
+import { envelope } from '../../test/testServer';
 import { INITIAL_LIVE_STATE, reduceEvents } from './liveState';
 import { OutputStore } from './outputStore';
 

@@ -1,0 +1,65 @@
+/** What each server frame does to the client (contract section 4). */
+
+import { describeErrorFrame } from './codes';
+import type { Emitter } from './emitter';
+import type { EventEnvelope, ServerFrame, WelcomeFrame } from './protocol';
+import type { LocalSubscription, Subscriptions } from './subscriptions';
+import { LIVE, type EventClientEvents, type SyncState } from './types';
+
+/** The parts of the client a frame may touch. */
+export interface FrameHost {
+  readonly emitter: Emitter<EventClientEvents>;
+  readonly subs: Subscriptions;
+  welcome(frame: WelcomeFrame): void;
+  event(event: EventEnvelope): void;
+  /** A `ping`: answer `pong`, restart the heartbeat watchdog. */
+  ping(): void;
+  /** `token.expiring`: refresh the token in place. */
+  expiring(): void;
+  sync(sync: SyncState): void;
+  /** A subscribe refused for the rate: send it again a little later. */
+  retrySubscribe(sub: LocalSubscription): void;
+}
+
+export function dispatchFrame(frame: ServerFrame, host: FrameHost): void {
+  switch (frame.type) {
+    case 'welcome':
+      return host.welcome(frame);
+    case 'event':
+      return host.event(frame);
+    case 'batch':
+      for (const event of frame.events ?? []) host.event({ ...event, type: 'event' });
+      return;
+    case 'ping':
+      return host.ping();
+    case 'token.expiring':
+      return host.expiring();
+    case 'subscribed':
+      return host.subs.subscribed(frame);
+    case 'replayed': {
+      const result = { count: frame.count, truncated: frame.truncated === true };
+      const { testId } = host.subs.replayed(frame.subscription, result);
+      if (result.truncated) {
+        host.emitter.emit('truncated', { subscription: frame.subscription, testId, source: 'replay' });
+      }
+      return;
+    }
+    case 'connection.info': {
+      const behind = typeof frame.behind === 'number' ? frame.behind : null;
+      host.sync(frame.state === 'catching_up' ? { state: 'catching_up', behind } : LIVE);
+      host.emitter.emit('sync', frame);
+      if (frame.truncated === true) {
+        host.emitter.emit('truncated', { subscription: null, testId: null, source: 'catch_up' });
+      }
+      return;
+    }
+    case 'error': {
+      const refused = host.subs.refused(frame.ref);
+      if (refused && frame.code === 'rate_limited') host.retrySubscribe(refused);
+      host.emitter.emit('error', describeErrorFrame(frame.code, frame.message));
+      return;
+    }
+    default:
+      return; // pong, acked, refreshed, unsubscribed: nothing to do
+  }
+}
