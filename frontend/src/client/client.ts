@@ -13,7 +13,7 @@ import { AckBatcher } from './acks';
 import { describeClose, describeHttpStatus, describeProbe, gaveUp, tokenFailure, type ClientError } from './codes';
 import { WEBSOCKET_BLOCKED, WS_1006_ABNORMAL_CLOSURE, WS_4002_HEARTBEAT_TIMEOUT } from './codes';
 import { Emitter } from './emitter';
-import { dispatchFrame, type FrameHost } from './frames';
+import { dispatchFrame, sendableText, type FrameHost, type SendableFrame } from './frames';
 import { clientIdOf, INITIAL_STATUS, resolveOptions, type ResolvedOptions } from './options';
 import { PollingFallback } from './polling';
 import { parseFrame, type ClientMessage, type EventEnvelope, type Offset, type WelcomeFrame } from './protocol';
@@ -24,17 +24,20 @@ import { Subscriptions } from './subscriptions';
 import { ClientTimers } from './timers';
 import { TokenSource } from './tokens';
 import { ConnectionState, LIVE, type ClientStatus, type EventClientEvents, type EventClientOptions } from './types';
-import type { SubscribeOptions, Subscription, WebSocketLike } from './types';
+import type { FrameMessage, SubscribeOptions, Subscription, WebSocketLike } from './types';
 
 export * from './types';
 export { httpBaseOf } from './socket';
 export { IllegalTransition, TRANSITIONS } from './status';
+export type { SendableFrame } from './frames';
 
 const S = ConnectionState;
 
 export class EventClient {
   private readonly o: ResolvedOptions;
   readonly clientId: string | null;
+  /** The last frame the server sent; a `frame` event tells when it changes. */
+  lastFrame: FrameMessage | null = null;
   private readonly emitter = new Emitter<EventClientEvents>();
   private readonly machine: StatusMachine;
   private readonly tokens: TokenSource;
@@ -165,9 +168,9 @@ export class EventClient {
     else void this.open();
   }
 
-  /** Frames a caller may send itself: `ping`, and `ack` of an offset it processed. */
-  sendFrame(message: ClientMessage): boolean {
-    return this.machine.state === S.Connected && this.send(message);
+  /** Send `ping`, `ack` or `refresh` (TypeError for others); false when not connected. */
+  sendFrame(message: SendableFrame): boolean {
+    return this.machine.state === S.Connected && this.send(message, sendableText(message));
   }
 
   subscribe(
@@ -225,7 +228,10 @@ export class EventClient {
     };
     socket.onmessage = (ev) => {
       const frame = gen === this.generation && typeof ev.data === 'string' ? parseFrame(ev.data) : null;
-      if (frame) dispatchFrame(frame, this.frames);
+      if (!frame) return;
+      this.lastFrame = { data: ev.data as string, json: frame, timeStamp: Date.now() };
+      this.emitter.emit('frame', this.lastFrame);
+      dispatchFrame(frame, this.frames);
     };
     socket.onerror = () => undefined; // a close event always follows
     socket.onclose = (ev) => this.afterClose(gen, ev.code, ev.reason);
@@ -355,8 +361,6 @@ export class EventClient {
     this.subs.sendAll(this.resume.offset() ?? undefined);
   }
 
-  // -- frames ------------------------------------------------------------------
-
   private handleEvent(event: EventEnvelope): void {
     if (typeof event.id !== 'string' || !this.resume.accept(event.id)) return;
     this.machine.quietly({ lastEventId: this.resume.lastId }); // no emit per event
@@ -365,10 +369,9 @@ export class EventClient {
     this.subs.deliver(event);
   }
 
-  private send(message: ClientMessage): boolean {
-    const socket = this.socket;
-    if (!socket || socket.readyState !== OPEN) return false;
-    socket.send(JSON.stringify(message));
+  private send(message: ClientMessage, text = JSON.stringify(message)): boolean {
+    if (!this.socket || this.socket.readyState !== OPEN) return false;
+    this.socket.send(text);
     return true;
   }
 

@@ -2,7 +2,7 @@
 
 import { describeErrorFrame } from './codes';
 import type { Emitter } from './emitter';
-import type { EventEnvelope, ServerFrame, WelcomeFrame } from './protocol';
+import type { AckMessage, EventEnvelope, PingMessage, RefreshMessage, ServerFrame, WelcomeFrame } from './protocol';
 import type { LocalSubscription, Subscriptions } from './subscriptions';
 import { LIVE, type EventClientEvents, type SyncState } from './types';
 
@@ -62,4 +62,20 @@ export function dispatchFrame(frame: ServerFrame, host: FrameHost): void {
     default:
       return; // pong, acked, refreshed, unsubscribed: nothing to do
   }
+}
+
+/**
+ * Frames an application may send itself: `ping`, `ack` and `refresh`. Subscriptions go
+ * through `subscribe()`, which keeps them across reconnects.
+ */
+export type SendableFrame = PingMessage | AckMessage | RefreshMessage;
+const SENDABLE: ReadonlySet<string> = new Set(['ping', 'ack', 'refresh']);
+
+/** The frame as JSON text, or TypeError for a frame the client manages itself. */
+export function sendableText(message: SendableFrame): string {
+  const type: unknown = (message as { type?: unknown } | null)?.type;
+  if (typeof type !== 'string' || !SENDABLE.has(type)) {
+    throw new TypeError(`send ${String(type)} frames through the client, not by hand: ping, ack and refresh only`);
+  }
+  return JSON.stringify(message);
 }

@@ -3,7 +3,7 @@
 import type { BackoffOptions } from './backoff';
 import type { KeyValueStore } from './clientId';
 import type { ClientError } from './codes';
-import type { ConnectionInfoFrame, EventEnvelope, Offset, WelcomeFrame } from './protocol';
+import type { ConnectionInfoFrame, EventEnvelope, Offset, ServerFrame, WelcomeFrame } from './protocol';
 
 export enum ConnectionState {
   Connecting = 'connecting',
@@ -114,4 +114,13 @@ export interface EventClientEvents {
   sync: ConnectionInfoFrame;
   /** An `error` frame, or an error the client hit (also reflected in status). */
   error: ClientError;
+  /** Every frame the server sends, as text and parsed (what `lastMessage` hooks show). */
+  frame: FrameMessage;
+}
+
+/** One server frame, shaped like a `MessageEvent` (`data`) with its parsed JSON beside it. */
+export interface FrameMessage {
+  data: string;
+  json: ServerFrame;
+  timeStamp: number;
 }

@@ -9,7 +9,7 @@ import { envelope, startTestServer, welcome, type TestServer } from '../../test/
 import { RealTimeStatus } from '../components/RealTimeStatus';
 import { TestOutputStreamer } from '../components/TestOutputStreamer';
 import { useRealTimeUpdates } from './useRealTimeUpdates';
-import { useWebSocket } from './useWebSocket';
+import { ReadyState, useWebSocket } from './useWebSocket';
 import { useWebSocketSubscription } from './useWebSocketSubscription';
 import { WebSocketProvider } from './WebSocketProvider';
 
@@ -53,6 +53,59 @@ describe('React bindings over a real ws server', () => {
     const { result } = renderHook(() => useWebSocket(), { wrapper });
     await waitFor(() => expect(result.current.status.state).toBe('connected'));
     expect(result.current.status.transport).toBe('websocket');
+  });
+
+  it('useWebSocket gives react-use-websocket\'s readyState, lastJsonMessage and sendJsonMessage', async () => {
+    const { client, wrapper } = await setup();
+    const { result } = renderHook(() => useWebSocket(), { wrapper });
+    expect([ReadyState.CONNECTING, ReadyState.CLOSED]).toContain(result.current.readyState);
+    await waitFor(() => expect(result.current.readyState).toBe(ReadyState.OPEN));
+    expect(result.current.isConnected).toBe(true);
+    expect(result.current.lastJsonMessage).toMatchObject({ type: 'welcome' });
+    client.subscribe(['*'], () => undefined);
+    send(envelope('41-0', 'test.progress', { test_id: 't-9', progress: 50 }));
+    await waitFor(() => expect(result.current.lastJsonMessage).toMatchObject({ type: 'event', id: '41-0' }));
+    expect(JSON.parse(result.current.lastMessage!.data)).toMatchObject({ id: '41-0' });
+    send({ type: 'ping', ts: 1 }); // filtered out by default
+    await waitFor(() => expect(server!.received.some((f) => f['type'] === 'pong')).toBe(true));
+    expect(result.current.lastJsonMessage).toMatchObject({ id: '41-0' });
+    expect(result.current.sendJsonMessage({ type: 'ping', id: 'mine' })).toBe(true);
+    expect(result.current.sendMessage('{"type":"ack","offset":"41-0"}')).toBe(true);
+    await waitFor(() => expect(server!.received.some((f) => f['id'] === 'mine')).toBe(true));
+    await waitFor(() => expect(server!.received.some((f) => f['type'] === 'ack' && f['offset'] === '41-0')).toBe(true));
+    expect(() => result.current.sendMessage('{"type":"subscribe","event_types":["*"]}')).toThrow(TypeError);
+    act(() => client.disconnect());
+    await waitFor(() => expect(result.current.readyState).toBe(ReadyState.CLOSED));
+    expect(result.current.isConnected).toBe(false);
+    expect(result.current.sendJsonMessage({ type: 'ping' })).toBe(false);
+  });
+
+  it('only components that read lastMessage re-render for each frame', async () => {
+    const { client, wrapper } = await setup();
+    let statusRenders = 0;
+    let messageRenders = 0;
+    renderHook(
+      () => {
+        statusRenders++;
+        return useWebSocket().isConnected;
+      },
+      { wrapper },
+    );
+    const reader = renderHook(
+      () => {
+        messageRenders++;
+        return useWebSocket().lastJsonMessage;
+      },
+      { wrapper },
+    );
+    await waitFor(() => expect(reader.result.current).toMatchObject({ type: 'welcome' }));
+    client.subscribe(['*'], () => undefined);
+    await waitFor(() => expect(server!.received.some((f) => f['type'] === 'subscribe')).toBe(true));
+    const [before, readerBefore] = [statusRenders, messageRenders];
+    for (let i = 1; i <= 20; i++) send(envelope(`${100 + i}-0`));
+    await waitFor(() => expect(reader.result.current).toMatchObject({ id: '120-0' }));
+    expect(messageRenders - readerBefore).toBeGreaterThanOrEqual(1);
+    expect(statusRenders - before).toBe(0);
   });
 
   it('useWebSocketSubscription batches a burst into few calls and uses the latest callback', async () => {

@@ -1,5 +1,5 @@
 export { WebSocketProvider, type WebSocketProviderProps } from './WebSocketProvider';
-export { useWebSocket, type UseWebSocket } from './useWebSocket';
+export { useWebSocket, readyStateOf, ReadyState, type UseWebSocket, type UseWebSocketOptions } from './useWebSocket';
 export { useWebSocketSubscription, type SubscriptionOptions } from './useWebSocketSubscription';
 export { useRealTimeUpdates, LIVE_EVENT_TYPES } from './useRealTimeUpdates';
 export { useTestOutput } from './useTestOutput';
