@@ -1,7 +1,11 @@
-# Stage 1: the React front end, built by Vite into src/secstream/web.
+# Stage 1: the React front end (an npm workspace: the two packages, then the dashboard),
+# built into src/secstream/web.
 FROM node:20-slim AS web
 WORKDIR /app/frontend
 COPY frontend/package.json frontend/package-lock.json* ./
+COPY frontend/packages/client/package.json packages/client/
+COPY frontend/packages/react/package.json packages/react/
+COPY frontend/apps/dashboard/package.json apps/dashboard/
 RUN if [ -f package-lock.json ]; then npm ci; else npm install; fi
 COPY frontend/ ./
 RUN npm run build

@@ -1,8 +1,10 @@
 import { defineConfig } from 'vitest/config';
+import { workspaceAliases } from './workspaceAliases';
 
 export default defineConfig({
+  resolve: { alias: workspaceAliases },
   test: {
-    include: ['src/**/*.test.ts', 'src/**/*.test.tsx'],
+    include: ['packages/*/src/**/*.test.{ts,tsx}', 'apps/*/src/**/*.test.{ts,tsx}'],
     environment: 'node',
     testTimeout: 15_000,
   },
