@@ -9,7 +9,6 @@ import asyncio
 import base64
 import json
 import os
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -311,8 +310,7 @@ async def test_churn_every_client_ends_with_every_event_once_in_order(
     from secstream.churn import Churn
 
     churn = Churn(node.ws_url, redis_url, token=lambda sub: token(sub, ["viewer"]),
-                  clients=CHURN_CLIENTS, rate=CHURN_RATE, seconds=CHURN_SECONDS,
-                  rng=random.Random(11))
+                  clients=CHURN_CLIENTS, rate=CHURN_RATE, seconds=CHURN_SECONDS, seed=11)
     report = await churn.run()
     print(f"churn: {report.summary()}")
     assert report.gaps == 0 and report.duplicates == 0 and report.disordered == 0

@@ -374,6 +374,7 @@ def run_churn(args: argparse.Namespace) -> int:
             seconds=args.seconds,
             tests=args.tests,
             lifetime=(args.min_lifetime, args.max_lifetime),
+            processes=args.processes,
         )
         cpu = _cpu_seconds(pid)
         report = asyncio.run(churn.run())
@@ -386,7 +387,8 @@ def run_churn(args: argparse.Namespace) -> int:
         ("reconnects", f"{report.reconnects:,}"),
         ("gaps / duplicates / out of order",
          f"{report.gaps} / {report.duplicates} / {report.disordered}"),
-        ("clients that ended with every event of their test", f"{report.complete:,}"),
+        ("clients that ended with every event of their test (the others unfinished)",
+         f"{report.complete:,}"),
         ("catch-up after a reconnect, p50 / p99",
          f"{report.percentile(0.5) * 1000:.0f} / {report.percentile(0.99) * 1000:.0f} ms"),
         ("server CPU busy", f"{cpu / report.seconds:.0%}"),

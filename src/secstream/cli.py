@@ -55,8 +55,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench.add_argument("--rate", type=float, default=1000, help="--churn: events per second")
     bench.add_argument("--seconds", type=float, default=60, help="--churn: how long")
     bench.add_argument("--tests", type=int, default=100, help="--churn: tests events spread over")
-    bench.add_argument("--min-lifetime", type=float, default=0.5)
-    bench.add_argument("--max-lifetime", type=float, default=5.0)
+    bench.add_argument("--min-lifetime", type=float, default=2.0)
+    bench.add_argument("--max-lifetime", type=float, default=20.0)
+    bench.add_argument("--processes", type=int, default=2, help="--churn: client processes")
 
     schema = commands.add_parser("schema", help="print the AsyncAPI (or OpenAPI) document")
     schema.add_argument("--openapi", action="store_true", help="the HTTP API, OpenAPI 3.1")
