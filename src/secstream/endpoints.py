@@ -21,10 +21,13 @@ from secstream.events import KNOWN_ROLES, expand, is_valid_pattern
 from secstream.httpbodies import (
     Accepted,
     BatchAccepted,
+    Connections,
+    ConnectionSummary,
     DevToken,
     DevTokenRequest,
     Liveness,
     Simulated,
+    SubscriptionInfo,
     json,
 )
 from secstream.limits import retry_after
@@ -375,30 +378,30 @@ async def connections(request: Request) -> Response:
         return _authproblem(exc)
     if "admin" not in principal.roles:
         return problem(403, "forbidden", "admin only")
-    return JSONResponse(
-        {
-            "node": service.node_id,
-            "connections": [
-                {
-                    "id": c.id,
-                    "user": c.principal.sub,
-                    "roles": sorted(c.principal.roles),
-                    "client_id": c.client_id,
-                    "subscriptions": [
-                        {"id": s.id, "event_types": s.patterns, "test_id": s.test_id}
+    return json(
+        Connections(
+            node=service.node_id,
+            connections=[
+                ConnectionSummary(
+                    id=c.id,
+                    user=c.principal.sub,
+                    roles=sorted(c.principal.roles),
+                    client_id=c.client_id,
+                    subscriptions=[
+                        SubscriptionInfo(s.id, s.patterns, s.test_id)
                         for s in c.subscriptions.values()
                     ],
-                    "connected_since": now_iso(c.connected_at),
-                    "queue_depth": c.queue_depth,
-                    "queued_bytes": c.queued_bytes,
-                    "state": c.mode.value,
-                    "behind": c.missed,
-                    "sent": c.sent,
-                    "received": c.received,
-                }
+                    connected_since=now_iso(c.connected_at),
+                    queue_depth=c.queue_depth,
+                    queued_bytes=c.queued_bytes,
+                    state="live" if c.mode.value == "live" else "catching_up",
+                    behind=c.missed,
+                    sent=c.sent,
+                    received=c.received,
+                )
                 for c in list(service.hub.connections.values())
             ],
-        }
+        )
     )
 
 
