@@ -9,7 +9,6 @@ import gc
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import sys
@@ -19,8 +18,10 @@ from typing import Any
 
 import uvicorn
 
+from secstream import logs
 from secstream.config import Settings
 from secstream.errors import ConfigError, EventInvalid, LogUnavailable
+from secstream.logs import LOG_LEVELS
 
 logger = logging.getLogger("secstream")
 
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve.add_argument("--port", type=int)
     serve.add_argument("--redis-url")
     serve.add_argument("--demo", action="store_true", default=None)
-    serve.add_argument("--log-level", default=os.environ.get("SECSTREAM_LOG_LEVEL", "info"))
+    serve.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower)
 
     publish = commands.add_parser("publish", help="append one event to the log")
     publish.add_argument("--redis-url", default=os.environ.get("SECSTREAM_REDIS_URL"))
@@ -67,12 +68,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = Settings.from_env(
-            host=args.host, port=args.port, redis_url=args.redis_url, demo=args.demo
+            host=args.host,
+            port=args.port,
+            redis_url=args.redis_url,
+            demo=args.demo,
+            log_level=args.log_level,
         )
         if settings.demo and settings.jwt_secret is None and settings.jwt_public_key_file is None:
             settings = _with_demo_secret(settings)
@@ -83,9 +85,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"secstream: bad setting {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
+    logs.configure(settings.log_format, settings.log_level, secrets=[settings.jwt_secret])
     logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
-    for name in ("uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).addFilter(_RedactTokens())
     with _redis_for(settings) as settings:
         from secstream.app import create_app
 
@@ -95,7 +96,8 @@ def _serve(args: argparse.Namespace) -> int:
                 app,
                 host=settings.host,
                 port=settings.port,
-                log_level=args.log_level,
+                log_config=None,  # logs.configure: one redacting handler for every logger
+                log_level=settings.log_level,
                 lifespan="on",
                 timeout_graceful_shutdown=DRAIN_SECONDS,
                 ws_max_size=16 * 1024 * 1024,  # past 64 KiB: error bad_request, not a close
@@ -115,22 +117,6 @@ class _DenialNoise(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "ASGI callable returned without completing handshake."
-
-
-class _RedactTokens(logging.Filter):
-    """Keep JWTs passed as ``?token=`` out of the logs."""
-
-    _TOKEN = re.compile(r"(token=)[^&\s\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                for a in record.args
-            )
-        if isinstance(record.msg, str):
-            record.msg = self._TOKEN.sub(r"\1[redacted]", record.msg)
-        return True
 
 
 GC_THRESHOLDS = (50_000, 50, 100)
