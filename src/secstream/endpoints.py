@@ -13,8 +13,9 @@ import msgspec
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
+from secstream.audit import Outcome, token_kid
 from secstream.auth import Principal
-from secstream.entries import StreamEntry, now_iso, validate
+from secstream.entries import StreamEntry, validate
 from secstream.errors import AuthError, EventInvalid, Forbidden, LogUnavailable
 from secstream.events import KNOWN_ROLES, expand, is_valid_pattern
 from secstream.limits import retry_after
@@ -61,17 +62,44 @@ def _bearer(request: Request) -> str | None:
 
 
 def _http_principal(request: Request, *, publish: bool = False) -> Principal:
+    """The request's principal; a refusal is audited (``publish`` / ``poll.forbidden``)."""
     service = service_of(request)
-    principal = authenticate(service, _bearer(request))
+    action = "publish" if publish else "poll.forbidden"
+    try:
+        principal = authenticate(service, _bearer(request))
+    except AuthError as exc:
+        _audit(request, action, "denied", reason=str(exc))
+        raise
     try:
         if publish:
             service.auth.authorize_publisher(principal)
         else:
             service.auth.authorize_receiver(principal)
-    except Forbidden:
+    except Forbidden as exc:
         service.telemetry.auth_failures.add(1, {"reason": "forbidden"})
+        _audit(request, action, "denied", sub=principal.sub, reason=str(exc))
         raise
     return principal
+
+
+def address_of(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else "unknown"
+
+
+def _audit(
+    request: Request,
+    action: str,
+    outcome: Outcome,
+    *,
+    sub: str | None = None,
+    reason: str | None = None,
+    **about: Any,
+) -> None:
+    if outcome == "denied" and sub is None:
+        about.setdefault("kid", token_kid(_bearer(request)))
+    service_of(request).audit.record(
+        action, outcome, sub=sub, address=address_of(request), reason=reason, **about
+    )
 
 
 def _authproblem(exc: AuthError) -> JSONResponse:
@@ -102,6 +130,7 @@ async def _publish_guard(request: Request) -> Principal | Response:
         return _authproblem(exc)
     wait = await service_of(request).publish_limits.try_acquire(principal.sub)
     if wait is not None:
+        _audit(request, "publish", "denied", sub=principal.sub, reason="rate_limited")
         response = problem(429, "rate_limited", "too many publishes; slow down")
         response.headers["Retry-After"] = retry_after(wait)
         return response
@@ -144,7 +173,14 @@ async def _publish(request: Request, *, batch: bool) -> Response:
         return problem(422, "invalid_event", "the body is not a JSON object", field="body")
     except EventInvalid as exc:
         return problem(422, "invalid_event", exc.reason, field=exc.field)
-    return await _append(service, events, key, single=not batch)
+    try:
+        with service.telemetry.span("publish", events=len(events)):
+            ids = await service.log.append(events, idempotency_key=key)
+    except LogUnavailable:
+        return _unavailable(service)
+    service.telemetry.events_published.add(len(events))
+    _audit(request, "publish", "allowed", sub=guard.sub, event_ids=ids)
+    return _accepted(ids, single=not batch)
 
 
 def _decode_events(body: bytes, *, batch: bool) -> list[PublishRequest]:
@@ -159,18 +195,6 @@ def _decode_events(body: bytes, *, batch: bool) -> list[PublishRequest]:
     for i, event in enumerate(events):
         validate(event, prefix=f"events[{i}].")
     return events
-
-
-async def _append(
-    service: Service, events: list[PublishRequest], key: str | None, *, single: bool
-) -> Response:
-    try:
-        with service.telemetry.span("publish", events=len(events)):
-            ids = await service.log.append(events, idempotency_key=key)
-    except LogUnavailable:
-        return _unavailable(service)
-    service.telemetry.events_published.add(len(events))
-    return _accepted(ids, single=single)
 
 
 def _accepted(ids: list[str], *, single: bool) -> Response:
@@ -200,6 +224,8 @@ async def poll(request: Request) -> Response:
         return problem(400, "bad_request", f"unknown event type or pattern {bad[0]!r}")
     refused = [p for p in patterns if "*" not in p and p not in principal.receivable]
     if refused:
+        reason = f"may not receive {refused[0]!r}"
+        _audit(request, "poll.forbidden", "denied", sub=principal.sub, reason=reason)
         return problem(403, "forbidden", f"your roles may not receive {refused[0]!r}")
     since, test_id = q.get("since"), q.get("test_id") or None
     if since is not None and not is_offset(since):
@@ -269,40 +295,6 @@ async def metrics(request: Request) -> Response:
     return Response(body, headers={"Content-Type": content_type})
 
 
-async def connections(request: Request) -> Response:
-    service = service_of(request)
-    try:
-        principal = authenticate(service, _bearer(request))
-    except AuthError as exc:
-        return _authproblem(exc)
-    if "admin" not in principal.roles:
-        return problem(403, "forbidden", "admin only")
-    return JSONResponse(
-        {
-            "node": service.node_id,
-            "connections": [
-                {
-                    "id": c.id,
-                    "user": c.principal.sub,
-                    "roles": sorted(c.principal.roles),
-                    "client_id": c.client_id,
-                    "subscriptions": [
-                        {"id": s.id, "event_types": s.patterns, "test_id": s.test_id}
-                        for s in c.subscriptions.values()
-                    ],
-                    "connected_since": now_iso(c.connected_at),
-                    "queue_depth": c.queue_depth,
-                    "queued_bytes": c.queued_bytes,
-                    "sent": c.sent,
-                    "received": c.received,
-                    "coalesced": c.coalesced,
-                }
-                for c in list(service.hub.connections.values())
-            ],
-        }
-    )
-
-
 # -- demo ------------------------------------------------------------------------------------
 
 
@@ -328,6 +320,7 @@ async def dev_token(request: Request) -> Response:
         field = "sub" if not body.sub else "roles" if unknown else "expires_in"
         return problem(422, "invalid_request", f"invalid {field}", field=field)
     token, expires_at = service.auth.mint(body.sub, body.roles, body.groups, body.expires_in)
+    _audit(request, "dev.token", "allowed", sub=body.sub, roles=body.roles, expires_at=expires_at)
     return JSONResponse({"token": token, "expires_at": expires_at})
 
 

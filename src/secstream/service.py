@@ -14,13 +14,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from secstream.audit import Audit, audit_close
 from secstream.auth import Authenticator
 from secstream.config import Settings
+from secstream.connection import Connection
 from secstream.errors import WS_1001_GOING_AWAY, LogUnavailable
 from secstream.eventlog import RedisEventLog
 from secstream.hub import Hub
 from secstream.limits import AbuseWatch, KeyedLimiter
 from secstream.protocol import Audience, PublishRequest
+from secstream.registry import Registry
 from secstream.simulator import Simulator
 from secstream.telemetry import Telemetry
 
@@ -72,6 +75,19 @@ class Service:
             metrics=_HubMetrics(self.telemetry),
         )
         self.auth = Authenticator.from_settings(settings)
+        self.audit = Audit(
+            self.redis,
+            prefix=settings.key_prefix,
+            node=self.node_id,
+            retention_seconds=settings.audit_retention_seconds,
+        )
+        self.registry = Registry(
+            self.redis,
+            prefix=settings.key_prefix,
+            node=self.node_id,
+            connections=lambda: self.hub.connections,
+            close=self._close_local,
+        )
         self.abuse = AbuseWatch(self._alert_admins)
         self.publish_limits = KeyedLimiter(
             "publish", settings.publish_rate, settings.publish_burst, on_refused=self.refused
@@ -85,6 +101,22 @@ class Service:
         self.draining = False
         self.simulator: Simulator | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _close_local(self, conn_id: str, code: int) -> bool:
+        conn = self.hub.connections.get(conn_id)
+        if conn is None:
+            return False
+        conn.close(code)
+        return True
+
+    def opened(self, conn: Connection, address: str | None) -> None:
+        """A socket was accepted and joined the hub."""
+        self.registry.opened(conn.id, address)
+
+    def closed(self, conn: Connection, address: str | None) -> None:
+        """A socket left the hub: audit its close, update the registry."""
+        self.registry.closed(conn.id)
+        audit_close(self.audit, conn, address)
 
     def refused(self, kind: str, source: str) -> None:
         """A rate limit refused ``source``: count it, and watch for abuse."""
@@ -117,6 +149,8 @@ class Service:
     async def start(self) -> None:
         await self.hub.start()
         self._spawn(self._trim_forever())
+        self._spawn(self.audit.run())
+        self._spawn(self.registry.run())
         if self.settings.demo:
             simulator = Simulator(self.log)
             self.simulator = simulator
@@ -140,6 +174,8 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.hub.stop()
+        await self.registry.leave()
+        await self.audit.close()
         self.telemetry.shutdown()
         if self._owns_redis:
             await self.redis.aclose()

@@ -10,6 +10,7 @@ import uuid
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from secstream.audit import token_kid
 from secstream.connection import Connection, State
 from secstream.endpoints import authenticate, problem, service_of
 from secstream.entries import now_iso
@@ -65,25 +66,33 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     service = service_of(websocket)
     hub = service.hub
     address = websocket.client.host if websocket.client else "unknown"
+    token, offered = _ws_token(websocket)
+
+    async def deny(status: int, error: str, message: str, reason: str) -> None:
+        service.audit.record(
+            "ws.connect", "denied", address=address, reason=reason, status=status,
+            kid=token_kid(token),
+        )
+        await _deny(websocket, status, error, message)
+
     if await service.handshake_limits.try_acquire(address) is not None:
-        return await _deny(websocket, 429, "rate_limited", "too many connection attempts")
+        return await deny(429, "rate_limited", "too many connection attempts", "rate_limited")
     if service.draining or not hub.accepting:
-        return await _deny(websocket, 503, "unavailable", "the server is shutting down")
+        return await deny(503, "unavailable", "the server is shutting down", "draining")
     if hub.full or hub.overloaded:
-        return await _deny(websocket, 503, "unavailable", "the server is at capacity; retry")
+        return await deny(503, "unavailable", "the server is at capacity; retry", "overloaded")
     client_id = websocket.query_params.get("client_id")
     if client_id is not None and not _CLIENT_ID.match(client_id):
         message = "client_id must match [A-Za-z0-9_-]{1,64}"
-        return await _deny(websocket, 400, "bad_request", message)
-    token, offered = _ws_token(websocket)
+        return await deny(400, "bad_request", message, "bad client_id")
     try:
         principal = authenticate(service, token)
         service.auth.authorize_receiver(principal)
     except Forbidden as exc:
         service.telemetry.auth_failures.add(1, {"reason": "forbidden"})
-        return await _deny(websocket, 403, exc.error_code, str(exc))
+        return await deny(403, exc.error_code, str(exc), str(exc))
     except AuthError as exc:
-        return await _deny(websocket, 401, exc.error_code, str(exc))
+        return await deny(401, exc.error_code, str(exc), str(exc))
 
     resume_from = await _resume_from(service, principal.sub, client_id)
     await websocket.accept(subprotocol=SUBPROTOCOL if offered else None)
@@ -107,6 +116,11 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         )
     )
     hub.add(conn)
+    service.opened(conn, address)
+    service.audit.record(
+        "ws.connect", "allowed", sub=principal.sub, address=address, connection_id=conn.id,
+        client_id=client_id, roles=sorted(principal.roles), kid=token_kid(token),
+    )
     session = Session(
         conn,
         hub,
@@ -116,6 +130,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         replay_limit=service.settings.replay_limit,
         on_rate_limited=lambda: service.refused("client_frames", principal.sub),
         on_replayed=lambda n: service.telemetry.replayed.add(n),
+        audit=lambda action, outcome, reason: service.audit.record(
+            action, outcome, sub=principal.sub, address=address, reason=reason,  # type: ignore[arg-type]
+            connection_id=conn.id,
+        ),
     )
     try:
         await session.run()
@@ -134,6 +152,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             # Only now: drain() waits for the hub to empty before uvicorn's own
             # shutdown, which would close what is left with 1012.
             hub.remove(conn)
+            service.closed(conn, address)  # issue 8: audit ws.close, connection registry
         with contextlib.suppress(LogUnavailable):
             await hub.flush_acks()
     return None
