@@ -15,7 +15,6 @@ METRIC_NAMES = (
     "secstream_rate_limited_total",
     "secstream_auth_failures_total",
     "secstream_slow_consumers_total",
-    "secstream_events_coalesced_total",
     "secstream_events_replayed_total",
     "secstream_redis_errors_total",
 )
@@ -84,7 +83,7 @@ def test_values_move(telemetry: Telemetry, counts: Counts) -> None:
     telemetry.rate_limited.add(1, {"kind": "handshake"})
     telemetry.auth_failures.add(1, {"reason": "forbidden"})
     telemetry.slow_consumers.add(1)
-    telemetry.events_coalesced.add(4)
+    telemetry.connection_duration.record(42)
     telemetry.replayed.add(5)
     telemetry.redis_errors.add(1)
     telemetry.delivery_latency.record(0.0004)
@@ -99,7 +98,8 @@ def test_values_move(telemetry: Telemetry, counts: Counts) -> None:
     assert value(text, 'secstream_rate_limited_total{kind="client_frames"}') == 0
     assert value(text, 'secstream_auth_failures_total{reason="forbidden"}') == 1
     assert value(text, "secstream_slow_consumers_total") == 1
-    assert value(text, "secstream_events_coalesced_total") == 4
+    assert value(text, 'secstream_connection_duration_seconds_bucket{le="60.0"}') == 1
+    assert value(text, 'secstream_connection_duration_seconds_bucket{le="10.0"}') == 0
     assert value(text, "secstream_events_replayed_total") == 5
     assert value(text, "secstream_redis_errors_total") == 1
     assert value(text, 'secstream_delivery_latency_seconds_bucket{le="0.0005"}') == 1

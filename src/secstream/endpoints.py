@@ -178,7 +178,6 @@ async def _publish(request: Request, *, batch: bool) -> Response:
             ids = await service.log.append(events, idempotency_key=key)
     except LogUnavailable:
         return _unavailable(service)
-    service.telemetry.events_published.add(len(events))
     _audit(request, "publish", "allowed", sub=guard.sub, event_ids=ids)
     return _accepted(ids, single=not batch)
 
@@ -282,12 +281,33 @@ async def health_live(request: Request) -> Response:
 
 
 async def health_ready(request: Request) -> Response:
+    """200 when Redis answers and this node takes connections; else 503 saying why."""
     service = service_of(request)
+    hub = service.hub
+    redis = True
     try:
         await asyncio.wait_for(service.log.ping(), 2)
     except (LogUnavailable, TimeoutError):
-        return JSONResponse({"status": "unavailable", "redis": False}, status_code=503)
-    return JSONResponse({"status": "ok", "redis": True, "tail": service.hub.healthy})
+        redis = False
+    draining = service.draining or not hub.accepting
+    overloaded = hub.overloaded or hub.full
+    reasons = [
+        name
+        for name, failing in (
+            ("redis", not redis), ("draining", draining), ("overloaded", overloaded)
+        )
+        if failing
+    ]
+    body = {
+        "status": "unavailable" if reasons else "ok",
+        "reasons": reasons,
+        "redis": redis,
+        "draining": draining,
+        "overloaded": overloaded,
+        "tail": hub.healthy,
+        "node": service.node_id,
+    }
+    return JSONResponse(body, status_code=503 if reasons else 200)
 
 
 async def metrics(request: Request) -> Response:

@@ -46,6 +46,7 @@ _QUEUED_OVERLOADED = 64
 
 class Metrics(Protocol):
     def delivery_latency(self, seconds: float) -> None: ...
+    def dispatched(self, entry: StreamEntry, recipients: int) -> None: ...
 
 
 class Hub:
@@ -233,6 +234,8 @@ class Hub:
         for conn in targets:
             conn.deliver(entry)
         self.delivered += len(targets)
+        if self.metrics is not None:  # issue 8: published count, secstream.deliver span
+            self.metrics.dispatched(entry, len(targets))
         if self.metrics is not None and targets:
             self.metrics.delivery_latency(max(0.0, now - entry.published_at))
         return len(targets) + 1

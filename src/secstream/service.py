@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Coroutine
 from typing import Any
@@ -18,6 +19,7 @@ from secstream.audit import Audit, audit_close
 from secstream.auth import Authenticator
 from secstream.config import Settings
 from secstream.connection import Connection
+from secstream.entries import StreamEntry
 from secstream.errors import WS_1001_GOING_AWAY, LogUnavailable
 from secstream.eventlog import RedisEventLog
 from secstream.hub import Hub
@@ -35,6 +37,10 @@ class _HubMetrics:
 
     def delivery_latency(self, seconds: float) -> None:
         self._telemetry.delivery_latency.record(seconds)
+
+    def dispatched(self, entry: StreamEntry, recipients: int) -> None:
+        """Every append (HTTP or Publisher) passes this node's tail once: count it here."""
+        self._telemetry.events_published.add(1)
 
 
 class Service:
@@ -116,6 +122,7 @@ class Service:
     def closed(self, conn: Connection, address: str | None) -> None:
         """A socket left the hub: audit its close, update the registry."""
         self.registry.closed(conn.id)
+        self.telemetry.connection_duration.record(max(0.0, time.time() - conn.connected_at))
         audit_close(self.audit, conn, address)
 
     def refused(self, kind: str, source: str) -> None:

@@ -42,13 +42,19 @@ LATENCY_BUCKETS: Final = (
     5.0,
     10.0,
 )
+DURATION_BUCKETS: Final = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0, 86400.0)
 RATE_LIMIT_KINDS: Final = ("client_frames", "publish", "handshake")
 AUTH_FAILURE_REASONS: Final = ("invalid_token", "forbidden")
 """The ``error_code`` of AuthError and Forbidden: pass ``{"reason": exc.error_code}``."""
 
 _LATENCY_NAME: Final = "secstream_delivery_latency"
-_LATENCY_FAMILY: Final = f"{_LATENCY_NAME}_seconds"
 _LATENCY_HELP: Final = "Seconds from an event's append to its send on a socket"
+_DURATION_NAME: Final = "secstream_connection_duration"
+_DURATION_HELP: Final = "Seconds a WebSocket connection stayed open"
+_EMPTY_HISTOGRAMS: Final = (
+    (f"{_LATENCY_NAME}_seconds", _LATENCY_HELP, LATENCY_BUCKETS),
+    (f"{_DURATION_NAME}_seconds", _DURATION_HELP, DURATION_BUCKETS),
+)
 
 
 class Telemetry:
@@ -103,10 +109,11 @@ class Telemetry:
             unit="{connection}",
             description="Connections closed with 4009 as slow consumers",
         )
-        self.events_coalesced: Counter = meter.create_counter(
-            "secstream_events_coalesced",
-            unit="{event}",
-            description="test.progress events dropped for a newer one under pressure",
+        self.connection_duration: Histogram = meter.create_histogram(
+            _DURATION_NAME,
+            unit="s",
+            description=_DURATION_HELP,
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.replayed: Counter = meter.create_counter(
             "secstream_events_replayed", unit="{event}", description="Events sent by replays"
@@ -131,7 +138,6 @@ class Telemetry:
         for counter in (
             self.events_published,
             self.slow_consumers,
-            self.events_coalesced,
             self.replayed,
             self.redis_errors,
         ):
@@ -143,7 +149,7 @@ class Telemetry:
 
     def render(self) -> tuple[bytes, str]:
         """Prometheus text exposition (format 0.0.4) and its content type."""
-        return generate_latest(_WithEmptyLatency(self._registry)), CONTENT_TYPE_PLAIN_0_0_4
+        return generate_latest(_WithEmptyHistograms(self._registry)), CONTENT_TYPE_PLAIN_0_0_4
 
     def span(self, name: str, **attributes: str | int) -> AbstractContextManager[Span]:
         return self._tracer.start_as_current_span(name, attributes=attributes)
@@ -160,23 +166,22 @@ def _observe(read: Callable[[], int]) -> Callable[[CallbackOptions], Iterable[Ob
     return callback
 
 
-class _WithEmptyLatency:
-    """The registry's metrics, plus an empty latency histogram until one is recorded.
+class _WithEmptyHistograms:
+    """The registry's metrics, plus each histogram, empty, until one is recorded.
 
     OpenTelemetry exports a histogram only once it has a data point; the contract
-    wants the name in /metrics from the start.
+    wants the names in /metrics from the start.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
 
     def collect(self) -> Iterator[Metric]:
-        seen = False
+        seen: set[str] = set()
         for metric in self._registry.collect():
-            seen = seen or metric.name == _LATENCY_FAMILY
+            seen.add(metric.name)
             yield metric
-        if not seen:
-            buckets = [(str(b), 0.0) for b in LATENCY_BUCKETS] + [("+Inf", 0.0)]
-            yield HistogramMetricFamily(
-                _LATENCY_FAMILY, _LATENCY_HELP, buckets=buckets, sum_value=0.0
-            )
+        for name, help_text, bounds in _EMPTY_HISTOGRAMS:
+            if name not in seen:
+                buckets = [(str(b), 0.0) for b in bounds] + [("+Inf", 0.0)]
+                yield HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=0.0)
