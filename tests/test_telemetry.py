@@ -36,7 +36,7 @@ def telemetry(counts: Counts) -> Iterator[Telemetry]:
     t = Telemetry(
         connections_active=lambda: counts.connections,
         messages_delivered=lambda: counts.delivered,
-        trace_console=False,
+        exporter=None,
     )
     yield t
     t.shutdown()
@@ -141,11 +141,11 @@ def test_span_is_current_and_records_errors(telemetry: Telemetry) -> None:
 def test_console_tracing_from_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("SECSTREAM_TRACE_CONSOLE", "1")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     t = Telemetry(connections_active=lambda: 0, messages_delivered=lambda: 0)
     try:
-        with t.span("auth", outcome="ok"):
+        with t.span("secstream.check", outcome="ok"):
             pass
     finally:
         t.shutdown()
-    assert '"name": "auth"' in capsys.readouterr().out
+    assert '"name": "secstream.check"' in capsys.readouterr().out

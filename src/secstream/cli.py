@@ -79,8 +79,10 @@ def _serve(args: argparse.Namespace) -> int:
         if settings.demo and settings.jwt_secret is None and settings.jwt_public_key_file is None:
             settings = _with_demo_secret(settings)
         from secstream.auth import Authenticator
+        from secstream.telemetry import trace_choice
 
         Authenticator.from_settings(settings)
+        trace_choice()
     except ConfigError as exc:
         print(f"secstream: bad setting {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -47,12 +47,11 @@ def problem(status: int, error: str, message: str, **extra: Any) -> JSONResponse
 
 
 def authenticate(service: Service, token: str | None) -> Principal:
-    with service.telemetry.span("auth"):
-        try:
-            return service.auth.authenticate(token)
-        except AuthError as exc:
-            service.telemetry.auth_failures.add(1, {"reason": exc.error_code})
-            raise
+    try:
+        return service.auth.authenticate(token)
+    except AuthError as exc:
+        service.telemetry.auth_failures.add(1, {"reason": exc.error_code})
+        raise
 
 
 def _bearer(request: Request) -> str | None:
@@ -174,8 +173,12 @@ async def _publish(request: Request, *, batch: bool) -> Response:
     except EventInvalid as exc:
         return problem(422, "invalid_event", exc.reason, field=exc.field)
     try:
-        with service.telemetry.span("publish", events=len(events)):
-            ids = await service.log.append(events, idempotency_key=key)
+        with service.telemetry.publish_span(
+            request.headers.get("traceparent"),
+            events=len(events),
+            event_type=events[0].event_type if len(events) == 1 else "batch",
+        ) as traceparent:
+            ids = await service.log.append(events, idempotency_key=key, traceparent=traceparent)
     except LogUnavailable:
         return _unavailable(service)
     _audit(request, "publish", "allowed", sub=guard.sub, event_ids=ids)

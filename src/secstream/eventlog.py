@@ -196,7 +196,11 @@ class RedisEventLog:
 
     @_guarded
     async def append(
-        self, events: Sequence[PublishRequest], *, idempotency_key: str | None = None
+        self,
+        events: Sequence[PublishRequest],
+        *,
+        idempotency_key: str | None = None,
+        traceparent: str | None = None,
     ) -> list[Offset]:
         """Append all of ``events`` atomically; the ids in order.
 
@@ -204,7 +208,7 @@ class RedisEventLog:
         return the ids of that first append.
         """
         now = time.time()
-        encoded = [encode(e, now) for e in events]
+        encoded = [encode(e, now, traceparent) for e in events]
         argv: list[Any] = [
             "1" if idempotency_key else "0",
             IDEMPOTENCY_TTL,

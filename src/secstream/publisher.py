@@ -7,13 +7,18 @@ import os
 import types
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
 from secstream.entries import validate
 from secstream.eventlog import RedisEventLog
 from secstream.events import Priority
 from secstream.protocol import Audience, PublishRequest
+from secstream.tracecontext import format_traceparent
 from secstream.types import Offset
+
+_TRACER = trace.get_tracer("secstream.publisher")
 
 AudienceLike = Audience | dict[str, list[str]] | None
 
@@ -83,7 +88,15 @@ class Publisher:
             ttl=ttl,
         )
         validate(event)
-        (offset,) = await self.log.append([event], idempotency_key=idempotency_key)
+        # The caller's current span (from its own OpenTelemetry setup) is the parent.
+        with _TRACER.start_as_current_span(
+            "secstream.publish",
+            kind=SpanKind.PRODUCER,
+            attributes={"secstream.events": 1, "secstream.event_type": event_type},
+        ) as span:
+            (offset,) = await self.log.append(
+                [event], idempotency_key=idempotency_key, traceparent=format_traceparent(span)
+            )
         return offset
 
     def test_run(

@@ -41,6 +41,8 @@ class _HubMetrics:
     def dispatched(self, entry: StreamEntry, recipients: int) -> None:
         """Every append (HTTP or Publisher) passes this node's tail once: count it here."""
         self._telemetry.events_published.add(1)
+        if entry.traceparent:
+            self._telemetry.deliver(entry.id, entry.event_type, entry.traceparent, recipients)
 
 
 class Service:
@@ -118,11 +120,13 @@ class Service:
     def opened(self, conn: Connection, address: str | None) -> None:
         """A socket was accepted and joined the hub."""
         self.registry.opened(conn.id, address)
+        self.telemetry.session_started(conn.id, conn.principal.sub, self.node_id)
 
     def closed(self, conn: Connection, address: str | None) -> None:
         """A socket left the hub: audit its close, update the registry."""
         self.registry.closed(conn.id)
         self.telemetry.connection_duration.record(max(0.0, time.time() - conn.connected_at))
+        self.telemetry.session_ended(conn.id, conn.close_code)
         audit_close(self.audit, conn, address)
 
     def refused(self, kind: str, source: str) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import TypeVar
 
 import msgspec
@@ -73,6 +74,7 @@ class Session:
         on_rate_limited: Callable[[], None] | None = None,
         on_replayed: Callable[[int], None] | None = None,
         audit: Callable[[str, str, str | None], None] | None = None,
+        replay_span: Callable[[str], AbstractContextManager[object]] | None = None,
     ) -> None:
         self.conn = conn
         self.hub = hub
@@ -83,7 +85,8 @@ class Session:
         self._violations = AsyncLimiter(client_burst, _VIOLATION_WINDOW)
         self._on_rate_limited = on_rate_limited
         self._on_replayed = on_replayed
-        self._audit = audit or (lambda action, outcome, reason: None)  # issue 8 hook
+        self._audit = audit or (lambda action, outcome, reason: None)  # issue 8 hooks
+        self._replay_span = replay_span or (lambda subscription: contextlib.nullcontext())
         self._replays: asyncio.Queue[
             tuple[Subscription, Offset | None, Offset | None, Ref | None]
         ]
@@ -257,11 +260,12 @@ class Session:
                 and not conn.already_delivered(entry, sub)
             )
 
-        result = await _retrying(
-            lambda: self.hub.log.replay(
-                since, upto, match, limit=self.replay_limit, test_id=sub.test_id
+        with self._replay_span(sub.id):  # issue 8: secstream.replay
+            result = await _retrying(
+                lambda: self.hub.log.replay(
+                    since, upto, match, limit=self.replay_limit, test_id=sub.test_id
+                )
             )
-        )
         for entry in result.entries:
             conn.send_event(entry)
         if self._on_replayed is not None:

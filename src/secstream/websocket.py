@@ -134,6 +134,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             action, outcome, sub=principal.sub, address=address, reason=reason,  # type: ignore[arg-type]
             connection_id=conn.id,
         ),
+        replay_span=lambda subscription: service.telemetry.replay_span(conn.id, subscription),
     )
     try:
         await session.run()
