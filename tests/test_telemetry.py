@@ -149,3 +149,46 @@ def test_console_tracing_from_environment(
     finally:
         t.shutdown()
     assert '"name": "secstream.check"' in capsys.readouterr().out
+
+
+def test_trace_choice_follows_the_otel_variables() -> None:
+    from secstream.errors import ConfigError
+    from secstream.telemetry import trace_choice
+
+    assert trace_choice({}) == ("none", "http/protobuf")
+    assert trace_choice({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})[0] == "otlp"
+    assert trace_choice({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})[0] == (
+        "otlp"
+    )
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    assert trace_choice(env) == ("otlp", "grpc")
+    assert trace_choice({"OTEL_TRACES_EXPORTER": "console"})[0] == "console"
+    assert trace_choice({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "x"})[
+        0
+    ] == "none"
+    with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER"):
+        trace_choice({"OTEL_TRACES_EXPORTER": "zipkin"})
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):
+        trace_choice({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"})
+
+
+def test_spans_reach_a_real_grpc_receiver(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otlp_receiver import GrpcOtlpReceiver
+
+    with GrpcOtlpReceiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+        t = Telemetry(connections_active=lambda: 0, messages_delivered=lambda: 0, node="n1")
+        try:
+            assert t.exporting
+            with t.publish_span(None, events=1, event_type="system.status") as traceparent:
+                assert traceparent is not None
+            t.deliver("1-0", "system.status", traceparent, 7)
+        finally:
+            t.shutdown()  # flushes the batch
+        (deliver,) = receiver.wait_for("secstream.deliver", 1)
+        (publish,) = receiver.named("secstream.publish")
+        assert deliver.parent_span_id == publish.span_id == traceparent.split("-")[2]
+        assert deliver.attributes["secstream.recipients"] == 7
+        assert publish.service == "secstream" and publish.instance == "n1"

@@ -72,6 +72,7 @@ class Service:
         self.telemetry = Telemetry(
             connections_active=lambda: len(self.hub.connections),
             messages_delivered=lambda: self.hub.delivered,
+            node=self.node_id,
         )
         self.hub = Hub(
             self.log,

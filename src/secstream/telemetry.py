@@ -132,9 +132,11 @@ class Telemetry:
         connections_active: Callable[[], int],
         messages_delivered: Callable[[], int],
         exporter: SpanExporter | bool | None = True,
+        node: str | None = None,
     ) -> None:
-        """``exporter`` True: the one the ``OTEL_*`` variables ask for; None/False: none."""
-        resource = Resource.create()
+        """``exporter`` True: the one the ``OTEL_*`` variables ask for; None/False: none.
+        ``node`` becomes the resource's ``service.instance.id``."""
+        resource = Resource.create({"service.instance.id": node} if node else {})
         if not os.environ.get("OTEL_SERVICE_NAME") and str(
             resource.attributes.get(SERVICE_NAME, "")
         ).startswith("unknown_service"):
