@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.server
 import json
 import multiprocessing
 import os
+import random
+import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import zlib
@@ -197,6 +201,18 @@ class _Remote:
         self._proc.join(10)
 
 
+TRACE_RATIO: float | None = None
+"""``--trace-ratio``: the share of published batches whose traceparent is sampled."""
+
+
+def _traceparent() -> str | None:
+    """What a publisher sampling at TRACE_RATIO would store with a batch (None: no tracing)."""
+    if TRACE_RATIO is None:
+        return None
+    sampled = random.random() < TRACE_RATIO
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-{'01' if sampled else '00'}"
+
+
 async def _deliver(
     redis_url: str, remote: _Remote, group: str, events: int, server_pid: int,
     rate: float | None = None,
@@ -217,7 +233,7 @@ async def _deliver(
                     "output": f"Discovered open port {i % 65535}/tcp on 192.168.1.{i % 254}",
                 })
                 for i in range(first, min(events, first + 10))
-            ])
+            ], traceparent=_traceparent())
     done_at, latencies, coalesced = await waiting
     return Round(
         0, events, done_at - started, latencies=latencies, coalesced=coalesced,
@@ -317,6 +333,14 @@ def run_bench(args: argparse.Namespace) -> int:
         env.update(SECSTREAM_JWT_SECRET=SECRET, SECSTREAM_MAX_CONNECTIONS="20000",
                    SECSTREAM_PUBLISH_RATE="100000", SECSTREAM_PUBLISH_BURST="100000",
                    SECSTREAM_HANDSHAKE_RATE="100000")
+        env = {k: v for k, v in env.items() if not k.startswith("OTEL_")}
+        sink = _OtlpSink() if args.trace_ratio is not None else None
+        if sink is not None:
+            global TRACE_RATIO
+            TRACE_RATIO = args.trace_ratio
+            env.update(OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
+                       OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+                       OTEL_TRACES_SAMPLER_ARG=str(args.trace_ratio))
         log = open(Path(tmp) / "serve.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "secstream", "serve", "--port", str(port),
@@ -343,11 +367,43 @@ def run_bench(args: argparse.Namespace) -> int:
             proc.wait(15)
             log.close()
             redis.stop()
+            if sink is not None:
+                sink.close()
+                print(f"OTLP sink received {sink.requests} export requests, {sink.bytes:,} bytes")
     report = _report(rounds)
     print(report)
     if args.out:
         args.out.write_text(report)
     return 0
+
+
+class _OtlpSink:
+    """An OTLP/HTTP endpoint that accepts every export and keeps only counts."""
+
+    def __init__(self) -> None:
+        sink = self
+        self.requests = 0
+        self.bytes = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                sink.bytes += len(self.rfile.read(length))
+                sink.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def _wait_live(base: str) -> None:

@@ -53,6 +53,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench.add_argument("--events", type=int, default=2000)
     bench.add_argument("--rounds", type=int, default=3)
     bench.add_argument("--out", type=Path)
+    bench.add_argument(
+        "--trace-ratio", type=float,
+        help="trace: the server exports to an OTLP sink, sampling this share of publishes",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "serve":
