@@ -27,6 +27,7 @@ from secstream.limits import AbuseWatch, KeyedLimiter
 from secstream.protocol import Audience, PublishRequest
 from secstream.registry import Registry
 from secstream.simulator import Simulator
+from secstream.status import Latencies, NodeFigures, StatusReporter
 from secstream.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -34,13 +35,18 @@ logger = logging.getLogger(__name__)
 class _HubMetrics:
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
+        self.latencies = Latencies()
+        self.published = 0
 
     def delivery_latency(self, seconds: float) -> None:
+        """Hook for the sender: seconds from append to the send on a socket."""
         self._telemetry.delivery_latency.record(seconds)
+        self.latencies.observe(seconds)
 
     def dispatched(self, entry: StreamEntry, recipients: int) -> None:
         """Every append (HTTP or Publisher) passes this node's tail once: count it here."""
         self._telemetry.events_published.add(1)
+        self.published += 1
         if entry.traceparent:
             self._telemetry.deliver(entry.id, entry.event_type, entry.traceparent, recipients)
 
@@ -74,6 +80,7 @@ class Service:
             messages_delivered=lambda: self.hub.delivered,
             node=self.node_id,
         )
+        self.metrics = _HubMetrics(self.telemetry)
         self.hub = Hub(
             self.log,
             heartbeat_interval=settings.heartbeat_interval,
@@ -81,7 +88,7 @@ class Service:
             token_expiry_warning=settings.token_expiry_warning,
             max_connections=settings.max_connections,
             max_queue_bytes=settings.max_queue_bytes,
-            metrics=_HubMetrics(self.telemetry),
+            metrics=self.metrics,
         )
         self.auth = Authenticator.from_settings(settings)
         self.audit = Audit(
@@ -97,6 +104,16 @@ class Service:
             connections=lambda: self.hub.connections,
             close=self._close_local,
         )
+        self.status = StatusReporter(
+            self.redis,
+            prefix=settings.key_prefix,
+            node=self.node_id,
+            interval=settings.status_interval,
+            max_connections=settings.max_connections,
+            retention_seconds=settings.retention_seconds,
+            figures=self._figures,
+            publish=lambda event: self.log.append([event]),
+        )
         self.abuse = AbuseWatch(self._alert_admins)
         self.publish_limits = KeyedLimiter(
             "publish", settings.publish_rate, settings.publish_burst, on_refused=self.refused
@@ -110,6 +127,14 @@ class Service:
         self.draining = False
         self.simulator: Simulator | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _figures(self) -> NodeFigures:
+        return NodeFigures(
+            connections=len(self.hub.connections),
+            loop_lag=self.hub.loop_lag,
+            delivery_p99=self.metrics.latencies.p99(),
+            published=self.metrics.published,
+        )
 
     def _close_local(self, conn_id: str, code: int) -> bool:
         conn = self.hub.connections.get(conn_id)
@@ -163,6 +188,7 @@ class Service:
         self._spawn(self._trim_forever())
         self._spawn(self.audit.run())
         self._spawn(self.registry.run())
+        self._spawn(self.status.run())
         if self.settings.demo:
             simulator = Simulator(self.log)
             self.simulator = simulator
