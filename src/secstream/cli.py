@@ -1,4 +1,4 @@
-"""The ``secstream`` command: ``serve``, ``publish`` and ``bench``."""
+"""The ``secstream`` command: ``serve``, ``publish``, ``tail`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -58,7 +58,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="trace: the server exports to an OTLP sink, sampling this share of publishes",
     )
 
+    from secstream import tail
+
+    tail.add_arguments(commands.add_parser("tail", help="watch events as a client sees them"))
+
     args = parser.parse_args(argv)
+    if args.command == "tail":
+        sys.exit(tail.main(args))
     if args.command == "serve":
         sys.exit(_serve(args))
     if args.command == "publish":
