@@ -48,7 +48,9 @@ class _HubMetrics:
         self._telemetry.events_published.add(1)
         self.published += 1
         if entry.traceparent:
-            self._telemetry.deliver(entry.id, entry.event_type, entry.traceparent, recipients)
+            self._telemetry.deliver(
+                entry.id, entry.event_type, entry.traceparent, recipients, entry.published_at
+            )
 
 
 class Service:

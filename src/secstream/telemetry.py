@@ -43,6 +43,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
+from opentelemetry.sdk.trace.sampling import ParentBased
 from opentelemetry.trace import NonRecordingSpan, Span, SpanKind
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -152,6 +153,9 @@ class Telemetry:
         self._tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         chosen = trace_exporter() if exporter is True else exporter or None
         self.exporting = chosen is not None
+        # With a parent-based sampler (the default), an event whose publish was not sampled
+        # gets no deliver span either: decide that from the flags, without the SDK's work.
+        self._parent_based = isinstance(self._tracer_provider.sampler, ParentBased)
         if isinstance(chosen, ConsoleSpanExporter):
             self._tracer_provider.add_span_processor(SimpleSpanProcessor(chosen))
         elif chosen is not None:
@@ -247,10 +251,20 @@ class Telemetry:
         ) as span:
             yield format_traceparent(span)
 
-    def deliver(self, event_id: str, event_type: str, traceparent: str, recipients: int) -> None:
-        """``secstream.deliver``: one span for one event's fan-out on this process."""
+    def deliver(
+        self,
+        event_id: str,
+        event_type: str,
+        traceparent: str,
+        recipients: int,
+        appended_at: float | None = None,
+    ) -> None:
+        """``secstream.deliver``: one span for one event's fan-out on this process, from
+        ``appended_at`` (the log's clock, from the event id) to its hand-off to the sockets."""
         if not self.exporting:
             return
+        if self._parent_based and traceparent[-1:] not in "13579bdf":
+            return  # not sampled: the flags' last hex digit is even
         parent = parse_traceparent(traceparent)
         if parent is None:
             return
@@ -258,6 +272,7 @@ class Telemetry:
             "secstream.deliver",
             context=trace.set_span_in_context(NonRecordingSpan(parent)),
             kind=SpanKind.CONSUMER,
+            start_time=int(appended_at * 1e9) if appended_at is not None else None,
             attributes={
                 "secstream.recipients": recipients,
                 "secstream.event_id": event_id,
