@@ -1,5 +1,6 @@
 import { useState } from 'react';
 import { ActiveTests } from '../components/ActiveTests';
+import { AdminPanel } from '../components/AdminPanel';
 import { MaintenanceBanner } from '../components/MaintenanceBanner';
 import { NotificationToast } from '../components/NotificationToast';
 import { RealTimeStatus } from '../components/RealTimeStatus';
@@ -111,6 +112,7 @@ export function Dashboard({
           </div>
         )}
       </section>
+      {session.roles.includes('admin') && <AdminPanel getToken={getToken} />}
       <NotificationToast />
     </div>
   );
