@@ -110,7 +110,7 @@ class StatusReporter:
         self._publish = publish
         self._down_since: float | None = None
         self._last_published: tuple[float, int] | None = None
-        self._last_status = 0.0
+        self._last_status = time.time()  # the first status one interval after start
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
