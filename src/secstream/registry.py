@@ -157,7 +157,10 @@ class Registry:
                     logger.exception("connection registry write failed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), self.interval)
-                    await asyncio.sleep(_DEBOUNCE)
+                    # Coalesce a burst of opens and closes (a fleet reconnecting): the
+                    # more connections, the longer between rewrites, up to ``interval``.
+                    gap = min(self.interval, _DEBOUNCE + len(self._addresses) / 2000)
+                    await asyncio.sleep(gap)
                 self._changed.clear()
         finally:
             listener.cancel()

@@ -115,6 +115,7 @@ class Service:
             retention_seconds=settings.retention_seconds,
             figures=self._figures,
             publish=lambda event: self.log.append([event]),
+            nodes=self.registry.nodes,
         )
         self.abuse = AbuseWatch(self._alert_admins)
         self.publish_limits = KeyedLimiter(

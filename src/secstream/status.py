@@ -21,7 +21,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from redis.asyncio import Redis
@@ -97,8 +97,10 @@ class StatusReporter:
         retention_seconds: int,
         figures: Callable[[], NodeFigures],
         publish: Callable[[PublishRequest], Any],
+        nodes: Callable[[], Awaitable[list[str]]],
     ) -> None:
-        """``figures()``: this node's now; ``publish(event)``: append it to the log (async)."""
+        """``figures()``: this node's now; ``publish(event)``: append it to the log (async);
+        ``nodes()``: the live nodes (the connection registry's)."""
         self.redis = redis
         self.prefix = prefix
         self.node = node
@@ -107,6 +109,7 @@ class StatusReporter:
         self.max_connections = max_connections
         self.retention_seconds = retention_seconds
         self._figures = figures
+        self._live_nodes = nodes
         self._publish = publish
         self._down_since: float | None = None
         self._last_published: tuple[float, int] | None = None
@@ -158,17 +161,13 @@ class StatusReporter:
         await self.redis.set(self._key("nodestat", self.node), value, ex=ttl)
 
     async def _nodes(self) -> dict[str, dict[str, Any]]:
-        keys = [k async for k in self.redis.scan_iter(match=self._key("nodestat", "*"), count=500)]
-        if not keys:
-            return {}
-        values = await self.redis.mget(keys)
+        names = sorted(set(await self._live_nodes()) | {self.node})
+        values = await self.redis.mget([self._key("nodestat", n) for n in names])
         found: dict[str, dict[str, Any]] = {}
-        for key, raw in zip(keys, values, strict=True):
-            if raw is None:
-                continue
-            name = (key.decode() if isinstance(key, bytes) else str(key)).rsplit(":", 1)[1]
-            with contextlib.suppress(ValueError):
-                found[name] = json.loads(raw)
+        for name, raw in zip(names, values, strict=True):
+            if raw is not None:
+                with contextlib.suppress(ValueError):
+                    found[name] = json.loads(raw)
         return found
 
     async def summary(self, now: float) -> dict[str, Any]:
