@@ -177,3 +177,4 @@ def test_no_token_in_any_log_line_of_a_serve_at_debug(
     loggers = {p["logger"] for p in parsed}
     assert "uvicorn.access" in loggers, loggers
     assert any("/ws?" in p["message"] or "/api/v1/events?" in p["message"] for p in parsed)
+    assert not any("color_message" in p for p in parsed)

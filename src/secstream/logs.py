@@ -39,7 +39,8 @@ _HEADER: Final = re.compile(r"(?i)\b(authorization|cookie|x-api-key)(\"?\s*[:=,]
 
 _STANDARD: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__
-) | {"message", "asctime", "taskName"}
+) | {"message", "asctime", "taskName", "color_message"}
+"""Record attributes that are not ``extra`` (uvicorn's ANSI ``color_message`` included)."""
 
 
 class Redactor:
