@@ -219,7 +219,11 @@ describe('secstream dashboard against a real `secstream serve --demo`', () => {
     const panel = page.locator('[data-testid="admin-panel"]');
     await panel.waitFor({ timeout: 10_000 });
     const mine = panel.locator('[data-testid="admin-connection"]', { hasText: sub });
-    await mine.first().waitFor({ timeout: 15_000 });
+    await waitFor('our connection listed', async () => {
+      await panel.locator('button', { hasText: 'Refresh' }).click();
+      await page.waitForTimeout(300);
+      return (await mine.count()) > 0;
+    });
     expect(await mine.first().getAttribute('data-state')).toBe('live');
 
     await panel.locator('[data-testid="audit-sub"]').fill(sub);

@@ -55,7 +55,7 @@ function kib(bytes: number): string {
 export function AdminPanel({
   getToken,
   baseUrl = '',
-  refreshMs = 5000,
+  refreshMs = 30_000,
 }: {
   getToken: (reason: string) => Promise<string>;
   baseUrl?: string;
