@@ -37,6 +37,9 @@ SIGNATURE = TOKEN.rsplit(".", 1)[1]
         f"(b'authorization', b'Bearer {TOKEN}')",
         f'{{"authorization": "Bearer opaque-{SIGNATURE}"}}',
         f"a token in plain text {TOKEN} somewhere",
+        f'< TEXT \'{{"type":"refresh","id":"r","token":"opaque-{SIGNATURE}"}}\' [80 bytes]',
+        f"{{'type': 'refresh', 'token': 'opaque-{SIGNATURE}'}}",
+        f'{{"message": "{{\\"token\\": \\"opaque-{SIGNATURE}\\"}}"}}',
     ],
 )
 def test_redaction_removes_the_token_and_its_signature(line: str) -> None:
@@ -151,6 +154,10 @@ def test_no_token_in_any_log_line_of_a_serve_at_debug(
             try:
                 async with connect(proc.ws_url, subprotocols=protocols) as ws:  # type: ignore[arg-type]
                     await ws.recv()
+                    for fresh in (TOKEN, "opaque-refresh-value"):
+                        await ws.send(json.dumps({"type": "refresh", "id": "r", "token": fresh}))
+                        while json.loads(await ws.recv()).get("ref") != "r":
+                            pass
             except InvalidStatus:
                 pass
         async with httpx.AsyncClient(base_url=proc.base_url) as http:
@@ -172,7 +179,7 @@ def test_no_token_in_any_log_line_of_a_serve_at_debug(
         assert token.rsplit(".", 1)[1] not in text
         assert token.split(".")[1] not in text  # the claims segment
     assert JWT_SECRET not in text
-    assert "opaque-not-a-jwt" not in text
+    assert "opaque-not-a-jwt" not in text and "opaque-refresh-value" not in text
     parsed = [json.loads(line) for line in lines]
     loggers = {p["logger"] for p in parsed}
     assert "uvicorn.access" in loggers, loggers

@@ -35,6 +35,11 @@ _BEARER: Final = re.compile(r"(?i)\b(bearer(?:\.|%2e|\s+))[^\s\"',;\\&]+")
 _PARAM: Final = re.compile(
     r"((?:^|(?<=[?&;\s\"'(]))[A-Za-z0-9%_.\-]{1,64})(=|%3[dD])([^&\s\"'\\]*)"
 )
+# ``"token": "..."`` in JSON (a ``refresh`` frame in the websockets debug dump) or a repr.
+_FIELD: Final = re.compile(
+    r"""(?i)(\\?["'](?:token|access_token|id_token|refresh_token|jwt|secret|password)"""
+    r"""\\?["']\s*:\s*\\?["'])[^"'\\]+"""
+)
 _HEADER: Final = re.compile(r"(?i)\b(authorization|cookie|x-api-key)(\"?\s*[:=,]\s*\"?)[^\"\n]+")
 
 _STANDARD: Final = frozenset(
@@ -61,6 +66,7 @@ class Redactor:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         text = _HEADER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+        text = _FIELD.sub(lambda m: m.group(1) + REDACTED, text)
         text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
         text = _PARAM.sub(_param, text)
         return _JWT.sub(REDACTED, text)
