@@ -45,7 +45,8 @@ async def test_status_every_interval_with_the_service_figures(live_app: LiveAppF
             assert isinstance(data["redis_memory_bytes"], int) and data["redis_memory_bytes"] > 0
             assert data["events_per_second"] >= 0
             assert data["reported_by"] == app.service.node_id
-            assert "slowest_node_lag_seconds" in data and "delivery_p99_seconds" in data
+            assert data["slowest_node_lag_seconds"] < 5 and data["max_event_loop_lag_seconds"] < 5
+            assert data["slowest_node"] == app.service.node_id and "delivery_p99_seconds" in data
 
 
 async def test_no_status_when_the_interval_is_zero(live_app: LiveAppFactory) -> None:

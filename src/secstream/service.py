@@ -116,6 +116,7 @@ class Service:
             figures=self._figures,
             publish=lambda event: self.log.append([event]),
             nodes=self.registry.nodes,
+            log_end=self.log.last_id,
         )
         self.abuse = AbuseWatch(self._alert_admins)
         self.publish_limits = KeyedLimiter(
@@ -137,6 +138,7 @@ class Service:
             loop_lag=self.hub.loop_lag,
             delivery_p99=self.metrics.latencies.p99(),
             published=self.metrics.published,
+            last_dispatched=self.hub.last_id,
         )
 
     def _close_local(self, conn_id: str, code: int) -> bool:

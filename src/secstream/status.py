@@ -46,6 +46,8 @@ class NodeFigures:
     loop_lag: float
     delivery_p99: float | None
     published: int
+    last_dispatched: str = "0-0"
+    """The newest log id this node's tail has fanned out."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -65,6 +67,11 @@ ALERTS: Final = {
         Alert("retention_cap", "The length cap trims events younger than the retention"),
     )
 }
+
+
+def _ms(offset: str) -> int:
+    head = offset.partition("-")[0]
+    return int(head) if head.isdigit() else 0
 
 
 class Latencies:
@@ -98,6 +105,7 @@ class StatusReporter:
         figures: Callable[[], NodeFigures],
         publish: Callable[[PublishRequest], Any],
         nodes: Callable[[], Awaitable[list[str]]],
+        log_end: Callable[[], Awaitable[str]],
     ) -> None:
         """``figures()``: this node's now; ``publish(event)``: append it to the log (async);
         ``nodes()``: the live nodes (the connection registry's)."""
@@ -110,6 +118,7 @@ class StatusReporter:
         self.retention_seconds = retention_seconds
         self._figures = figures
         self._live_nodes = nodes
+        self._log_end = log_end
         self._publish = publish
         self._down_since: float | None = None
         self._last_published: tuple[float, int] | None = None
@@ -156,7 +165,9 @@ class StatusReporter:
                 await self._publish(self._event("system.status", "normal", await self.summary(now)))
 
     async def _write_figures(self, mine: NodeFigures, now: float) -> None:
-        value = json.dumps(dataclasses.asdict(mine) | {"time": now})
+        end = await self._log_end()
+        behind = max(0, _ms(end) - _ms(mine.last_dispatched)) / 1000
+        value = json.dumps(dataclasses.asdict(mine) | {"time": now, "behind": behind})
         ttl = max(3, int(self.check_every * 3))
         await self.redis.set(self._key("nodestat", self.node), value, ex=ttl)
 
@@ -181,7 +192,8 @@ class StatusReporter:
         self._last_published = (now, mine.published)
         p99s = [n["delivery_p99"] for n in nodes.values() if n.get("delivery_p99") is not None]
         memory = (await self.redis.info("memory")).get("used_memory")
-        slowest = max(nodes.items(), key=lambda kv: kv[1].get("loop_lag", 0.0), default=None)
+        slowest = max(nodes.items(), key=lambda kv: kv[1].get("behind", 0.0), default=None)
+        loop_lag = max((float(n.get("loop_lag", 0.0)) for n in nodes.values()), default=0.0)
         return {
             "source": "secstream",
             "status": "ok",
@@ -190,7 +202,8 @@ class StatusReporter:
             "events_per_second": round(rate, 2),
             "delivery_p99_seconds": max(p99s) if p99s else None,
             "slowest_node": slowest[0] if slowest else None,
-            "slowest_node_lag_seconds": round(slowest[1].get("loop_lag", 0.0), 4) if slowest else 0,
+            "slowest_node_lag_seconds": round(slowest[1].get("behind", 0.0), 3) if slowest else 0,
+            "max_event_loop_lag_seconds": round(loop_lag, 4),
             "redis_memory_bytes": memory,
             "reported_by": self.node,
             "time": now_iso(now),
