@@ -185,3 +185,21 @@ def test_no_token_in_any_log_line_of_a_serve_at_debug(
     assert "uvicorn.access" in loggers, loggers
     assert any("/ws?" in p["message"] or "/api/v1/events?" in p["message"] for p in parsed)
     assert not any("color_message" in p for p in parsed)
+
+
+@pytest.mark.slow
+def test_log_level_flag_beats_the_environment_and_text_is_the_default(
+    redis_url: str, serve: Callable[..., ServeProcess]
+) -> None:
+    env = {"SECSTREAM_JWT_SECRET": JWT_SECRET, "SECSTREAM_LOG_LEVEL": "error"}
+    proc = serve(redis_url, env=env, extra=["--log-level", "DEBUG"])
+    assert proc.get_status(f"/ws?token={TOKEN}") is not None
+    proc.terminate()
+    lines = proc.log().splitlines()
+    assert any(" DEBUG " in line for line in lines), lines[:20]
+    assert not any(line.startswith("{") for line in lines)
+    assert SIGNATURE not in proc.log()
+    quiet = serve(redis_url, env=env, name="quiet")
+    assert quiet.get_status(f"/ws?token={TOKEN}") is not None
+    quiet.terminate()
+    assert not any(" INFO " in line or " DEBUG " in line for line in quiet.log().splitlines())
