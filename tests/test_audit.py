@@ -49,7 +49,7 @@ async def refused_handshake(app: LiveApp, query: str) -> int:
 async def test_ws_connect_allowed_and_denied_then_close_with_code(
     live_app: LiveAppFactory,
 ) -> None:
-    with anyio.fail_after(20):
+    with anyio.fail_after(40):
         async with live_app() as app:
             claims = {"sub": "u-x", "roles": ["viewer"], "exp": 1000}
             expired = hs256(claims, app.settings.jwt_secret or "")
@@ -79,7 +79,7 @@ async def test_ws_connect_allowed_and_denied_then_close_with_code(
 
 
 async def test_token_refresh_expiry_and_forbidden_subscribe(live_app: LiveAppFactory) -> None:
-    with anyio.fail_after(20):
+    with anyio.fail_after(40):
         async with live_app(token_expiry_warning=0.5) as app:
             async with app.ws(app.token("u-r", ["viewer"])) as ws:
                 await ws.send({"type": "subscribe", "id": "s1", "event_types": ["system.alert"]})
@@ -109,7 +109,7 @@ async def test_token_refresh_expiry_and_forbidden_subscribe(live_app: LiveAppFac
 
 
 async def test_publish_poll_admin_and_dev_token_records(live_app: LiveAppFactory) -> None:
-    with anyio.fail_after(20):
+    with anyio.fail_after(40):
         async with live_app(publish_rate=1, publish_burst=1) as app:
             event = {"event_type": "system.status", "data": {}}
             async with app.http(app.token("pub", ["publisher"])) as http:
@@ -145,7 +145,7 @@ async def test_publish_poll_admin_and_dev_token_records(live_app: LiveAppFactory
 
 
 async def test_dev_token_is_audited(live_app: LiveAppFactory) -> None:
-    with anyio.fail_after(20):
+    with anyio.fail_after(40):
         async with live_app(demo=True) as app:
             async with app.http() as http:
                 body = {"sub": "d-1", "roles": ["viewer"]}
@@ -157,7 +157,7 @@ async def test_dev_token_is_audited(live_app: LiveAppFactory) -> None:
 
 
 async def test_audit_query_filters_and_pages(live_app: LiveAppFactory) -> None:
-    with anyio.fail_after(20):
+    with anyio.fail_after(40):
         async with live_app() as app:
             audit = app.service.audit
             for i in range(30):
@@ -187,7 +187,7 @@ async def test_audit_query_filters_and_pages(live_app: LiveAppFactory) -> None:
 async def test_audit_lines_on_the_secstream_audit_logger(
     live_app: LiveAppFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with anyio.fail_after(20):
+    with anyio.fail_after(40):
         async with live_app() as app:
             with caplog.at_level(logging.INFO, logger="secstream.audit"):
                 token = app.token("u-l", ["viewer"])

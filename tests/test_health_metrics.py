@@ -23,7 +23,7 @@ def sample(text: str, name: str) -> float:
 
 
 async def test_ready_is_503_when_full_and_says_why(live_app: LiveAppFactory) -> None:
-    with anyio.fail_after(15):
+    with anyio.fail_after(30):
         async with live_app(max_connections=1) as app, app.http() as http:
             ready = await http.get("/health/ready")
             assert ready.status_code == 200 and ready.json()["reasons"] == []
@@ -39,7 +39,7 @@ async def test_ready_is_503_when_full_and_says_why(live_app: LiveAppFactory) -> 
 
 
 async def test_ready_is_503_while_draining(live_app: LiveAppFactory) -> None:
-    with anyio.fail_after(15):
+    with anyio.fail_after(30):
         async with live_app() as app, app.http() as http:
             await app.service.drain()
             ready = await http.get("/health/ready")
@@ -50,7 +50,7 @@ async def test_ready_is_503_while_draining(live_app: LiveAppFactory) -> None:
 async def test_published_counts_publisher_appends_and_http_once(
     live_app: LiveAppFactory, shared_redis_url: str, key_prefix: str
 ) -> None:
-    with anyio.fail_after(20):
+    with anyio.fail_after(40):
         async with live_app() as app, app.http(app.token()) as http:
             async with Publisher(shared_redis_url, key_prefix=key_prefix) as pub:
                 async with pub.test_run("t-m", module="m") as run:
@@ -72,7 +72,7 @@ async def test_published_counts_publisher_appends_and_http_once(
 
 
 async def test_connection_duration_is_recorded_at_close(live_app: LiveAppFactory) -> None:
-    with anyio.fail_after(15):
+    with anyio.fail_after(30):
         async with live_app() as app, app.http() as http:
             text = (await http.get("/metrics")).text
             assert sample(text, "secstream_connection_duration_seconds_count") == 0

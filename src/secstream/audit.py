@@ -179,7 +179,7 @@ class Audit:
 
     async def close(self) -> None:
         """A last flush, if Redis answers."""
-        with contextlib.suppress(*UNAVAILABLE):
+        with contextlib.suppress(*UNAVAILABLE, TimeoutError):
             await asyncio.wait_for(self.flush(), 2)
 
     async def query(

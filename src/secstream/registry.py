@@ -169,7 +169,7 @@ class Registry:
 
     async def leave(self) -> None:
         """Remove this node's entries (a clean shutdown)."""
-        with contextlib.suppress(*UNAVAILABLE):
+        with contextlib.suppress(*UNAVAILABLE, TimeoutError):
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self.key)
                 pipe.zrem(self.nodes_key, self.node)
@@ -182,14 +182,20 @@ class Registry:
             try:
                 await pubsub.subscribe(self.channel(self.node))
                 delay = 0.2
-                async for message in pubsub.listen():
-                    self._obey(message.get("data"))
+                while True:
+                    # A short read timeout: an idle channel is not an error (the client's
+                    # socket timeout would be), and cancellation never waits on a read.
+                    message = await pubsub.get_message(
+                        ignore_subscribe_messages=True, timeout=1.0
+                    )
+                    if message is not None:
+                        self._obey(message.get("data"))
             except UNAVAILABLE:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await asyncio.wait_for(pubsub.aclose(), 1)  # type: ignore[no-untyped-call]
 
     def _obey(self, data: Any) -> None:
         try:
