@@ -194,3 +194,31 @@ def test_serve_with_a_bad_redis_url_exits_2(tmp_path: Path) -> None:
     code, stderr, _ = run_serve(tmp_path, "--redis-url", "localhost:6379", **SECRET)
     assert code == 2, stderr
     assert "SECSTREAM_REDIS_URL" in stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("SECSTREAM_LOG_FORMAT", "xml"),
+        ("SECSTREAM_LOG_LEVEL", "chatty"),
+        ("SECSTREAM_STATUS_INTERVAL", "-1"),
+        ("SECSTREAM_AUDIT_RETENTION_SECONDS", "0"),
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+    ],
+)
+def test_serve_with_a_bad_observability_setting_exits_2(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    code, stderr, _ = run_serve(tmp_path, **SECRET, **{key: value})
+    assert code == 2, stderr
+    assert key in stderr
+
+
+def test_observability_settings_parse() -> None:
+    env = {**SECRET, "SECSTREAM_LOG_FORMAT": "JSON", "SECSTREAM_LOG_LEVEL": "Debug",
+           "SECSTREAM_STATUS_INTERVAL": "0", "SECSTREAM_AUDIT_RETENTION_SECONDS": "60"}
+    settings = Settings.from_env(env)
+    assert (settings.log_format, settings.log_level) == ("json", "debug")
+    assert settings.status_interval == 0 and settings.audit_retention_seconds == 60
+    assert Settings.from_env(SECRET).status_interval == 30

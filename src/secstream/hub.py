@@ -40,6 +40,7 @@ _CONCURRENT_READS = 16
 
 class Metrics(Protocol):
     def delivery_latency(self, seconds: float) -> None: ...
+    def dispatched(self, entry: StreamEntry, recipients: int) -> None: ...
 
 
 class Hub:
@@ -214,6 +215,8 @@ class Hub:
         targets = self._targets(entry)
         for conn in targets:
             conn.deliver(entry, before)
+        if self.metrics is not None:  # the published count, the secstream.deliver span
+            self.metrics.dispatched(entry, len(targets))
         if self.metrics is not None and targets:
             self.metrics.delivery_latency(max(0.0, now - entry.published_at))
         return len(targets) + 1

@@ -39,6 +39,8 @@ export interface EventEnvelope<D = Record<string, unknown>> {
   data: D;
   user_id: string | null;
   correlation_id: string | null;
+  /** W3C trace context of the publish span (contract section 8), when the server traces. */
+  traceparent?: string;
 }
 
 // -- server frames ------------------------------------------------------------
