@@ -222,3 +222,26 @@ def test_observability_settings_parse() -> None:
     assert (settings.log_format, settings.log_level) == ("json", "debug")
     assert settings.status_interval == 0 and settings.audit_retention_seconds == 60
     assert Settings.from_env(SECRET).status_interval == 30
+
+
+@pytest.mark.slow
+def test_serve_exits_when_its_port_is_taken(tmp_path: Path) -> None:
+    """A failed bind ends the process: shutdown never waits forever on its tasks."""
+    import socket
+
+    from secstream.redis_server import RedisServer
+
+    with socket.socket() as taken, RedisServer(tmp_path / "redis") as redis:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"SECSTREAM_JWT_SECRET": "x" * 32, "PATH": "/usr/bin:/bin"}
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "secstream", "serve", "--port", str(port),
+             "--redis-url", redis.url],
+            env=env, capture_output=True, timeout=30,
+        )
+        took = time.monotonic() - started
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert took < 20, took

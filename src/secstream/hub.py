@@ -23,6 +23,7 @@ from secstream.errors import WS_1001_GOING_AWAY, LogUnavailable
 from secstream.events import expand
 from secstream.logapi import EventLog
 from secstream.protocol import parse_offset
+from secstream.tasks import cancel_all
 from secstream.timers import LoadWatch, Timers
 from secstream.types import Offset
 
@@ -114,11 +115,7 @@ class Hub:
         self.positioned.set()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
 
     def close_all(self, code: int = WS_1001_GOING_AWAY) -> None:

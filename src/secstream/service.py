@@ -31,6 +31,7 @@ from secstream.redis_watch import RedisWatch
 from secstream.registry import Registry
 from secstream.simulator import Simulator
 from secstream.status import Latencies, NodeFigures, StatusReporter
+from secstream.tasks import cancel_all
 from secstream.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -226,11 +227,7 @@ class Service:
             await self.acks.flush()
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(list(self._tasks))
         await self.hub.stop()
         await self.acks.stop()
         await self.registry.leave()
