@@ -1,5 +1,6 @@
 import { useState } from 'react';
 import { ActiveTests } from '../components/ActiveTests';
+import { AdminConsole } from '../components/AdminConsole';
 import { AdminPanel } from '../components/AdminPanel';
 import { StopTestButton } from '../components/StopTestButton';
 import { MaintenanceBanner } from '../components/MaintenanceBanner';
@@ -116,6 +117,7 @@ export function Dashboard({
           </div>
         )}
       </section>
+      {session.roles.includes('admin') && <AdminConsole getToken={getToken} />}
       <NotificationToast />
     </div>
   );
