@@ -102,6 +102,7 @@ def live_app(
             "key_prefix": key_prefix,
             "jwt_secret": JWT_SECRET,
             "static_dir": Path("/nonexistent-secstream-web"),
+            "status_interval": 0,  # no system.status among the events tests count
         }
         values.update(overrides)
         return run_app(Settings(**values))

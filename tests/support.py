@@ -42,7 +42,10 @@ class ServeProcess:
         self.port = port if port is not None else free_port()
         self.extra = list(extra)
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SECSTREAM_")}
-        self.env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+        # No system.status among the events tests count, unless a test asks for it.
+        self.env.update(
+            {"PYTHONUNBUFFERED": "1", "SECSTREAM_STATUS_INTERVAL": "0", **(env or {})}
+        )
         self.log_path = self.workdir / f"{name}.log"
         self._proc: subprocess.Popen[bytes] | None = None
 

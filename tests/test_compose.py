@@ -50,3 +50,26 @@ def test_secstream_builds_from_this_repo() -> None:
     assert service["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "/health/ready" in " ".join(service["healthcheck"]["test"])
     assert service["stop_grace_period"] == "15s"
+
+
+def test_traces_go_through_a_collector_to_jaeger() -> None:
+    services = _compose()["services"]
+    env = services["secstream"]["environment"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    assert "otel-collector" in services["secstream"]["depends_on"]
+    collector = services["otel-collector"]
+    (mount,) = collector["volumes"]
+    source, target, _ = mount.split(":")
+    assert (ROOT / source).is_file() and target == "/etc/otelcol/config.yaml"
+    assert f"--config={target}" in collector["command"]
+    config = yaml.safe_load((ROOT / source).read_text())
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+    jaeger_exporter = config["exporters"]["otlp/jaeger"]
+    assert jaeger_exporter["endpoint"] == "jaeger:4317"
+    pipeline = config["service"]["pipelines"]["traces"]
+    assert pipeline["receivers"] == ["otlp"] and "otlp/jaeger" in pipeline["exporters"]
+    assert all(name in config["exporters"] for name in pipeline["exporters"])
+    jaeger = services["jaeger"]
+    assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert "16686:16686" in jaeger["ports"]

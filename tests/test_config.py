@@ -194,3 +194,54 @@ def test_serve_with_a_bad_redis_url_exits_2(tmp_path: Path) -> None:
     code, stderr, _ = run_serve(tmp_path, "--redis-url", "localhost:6379", **SECRET)
     assert code == 2, stderr
     assert "SECSTREAM_REDIS_URL" in stderr
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("SECSTREAM_LOG_FORMAT", "xml"),
+        ("SECSTREAM_LOG_LEVEL", "chatty"),
+        ("SECSTREAM_STATUS_INTERVAL", "-1"),
+        ("SECSTREAM_AUDIT_RETENTION_SECONDS", "0"),
+        ("OTEL_TRACES_EXPORTER", "zipkin"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+    ],
+)
+def test_serve_with_a_bad_observability_setting_exits_2(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    code, stderr, _ = run_serve(tmp_path, **SECRET, **{key: value})
+    assert code == 2, stderr
+    assert key in stderr
+
+
+def test_observability_settings_parse() -> None:
+    env = {**SECRET, "SECSTREAM_LOG_FORMAT": "JSON", "SECSTREAM_LOG_LEVEL": "Debug",
+           "SECSTREAM_STATUS_INTERVAL": "0", "SECSTREAM_AUDIT_RETENTION_SECONDS": "60"}
+    settings = Settings.from_env(env)
+    assert (settings.log_format, settings.log_level) == ("json", "debug")
+    assert settings.status_interval == 0 and settings.audit_retention_seconds == 60
+    assert Settings.from_env(SECRET).status_interval == 30
+
+
+@pytest.mark.slow
+def test_serve_exits_when_its_port_is_taken(tmp_path: Path) -> None:
+    """A failed bind ends the process: shutdown never waits forever on its tasks."""
+    import socket
+
+    from secstream.redis_server import RedisServer
+
+    with socket.socket() as taken, RedisServer(tmp_path / "redis") as redis:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {"SECSTREAM_JWT_SECRET": "x" * 32, "PATH": "/usr/bin:/bin"}
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "secstream", "serve", "--port", str(port),
+             "--redis-url", redis.url],
+            env=env, capture_output=True, timeout=30,
+        )
+        took = time.monotonic() - started
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert took < 20, took

@@ -433,7 +433,8 @@ async def test_connections_is_admin_only(live_app: LiveAppFactory) -> None:
             (sub,) = conn["subscriptions"]
             assert sub["event_types"] == ["test.*"] and sub["test_id"] == "t-1"
             assert conn["connected_since"].endswith("Z")
-            assert isinstance(conn["queue_depth"], int)
+            assert isinstance(conn["queue_bytes"], int) and conn["state"] == "live"
+            assert conn["node"] == app.service.node_id and conn["address"] == "127.0.0.1"
             assert conn["received"] == 2 and conn["sent"] >= 0
 
 

@@ -15,7 +15,6 @@ METRIC_NAMES = (
     "secstream_rate_limited_total",
     "secstream_auth_failures_total",
     "secstream_slow_consumers_total",
-    "secstream_events_coalesced_total",
     "secstream_events_replayed_total",
     "secstream_redis_errors_total",
 )
@@ -37,7 +36,7 @@ def telemetry(counts: Counts) -> Iterator[Telemetry]:
     t = Telemetry(
         connections_active=lambda: counts.connections,
         messages_delivered=lambda: counts.delivered,
-        trace_console=False,
+        exporter=None,
     )
     yield t
     t.shutdown()
@@ -84,7 +83,7 @@ def test_values_move(telemetry: Telemetry, counts: Counts) -> None:
     telemetry.rate_limited.add(1, {"kind": "handshake"})
     telemetry.auth_failures.add(1, {"reason": "forbidden"})
     telemetry.slow_consumers.add(1)
-    telemetry.events_coalesced.add(4)
+    telemetry.connection_duration.record(42)
     telemetry.replayed.add(5)
     telemetry.redis_errors.add(1)
     telemetry.delivery_latency.record(0.0004)
@@ -99,7 +98,8 @@ def test_values_move(telemetry: Telemetry, counts: Counts) -> None:
     assert value(text, 'secstream_rate_limited_total{kind="client_frames"}') == 0
     assert value(text, 'secstream_auth_failures_total{reason="forbidden"}') == 1
     assert value(text, "secstream_slow_consumers_total") == 1
-    assert value(text, "secstream_events_coalesced_total") == 4
+    assert value(text, 'secstream_connection_duration_seconds_bucket{le="60.0"}') == 1
+    assert value(text, 'secstream_connection_duration_seconds_bucket{le="10.0"}') == 0
     assert value(text, "secstream_events_replayed_total") == 5
     assert value(text, "secstream_redis_errors_total") == 1
     assert value(text, 'secstream_delivery_latency_seconds_bucket{le="0.0005"}') == 1
@@ -141,11 +141,54 @@ def test_span_is_current_and_records_errors(telemetry: Telemetry) -> None:
 def test_console_tracing_from_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("SECSTREAM_TRACE_CONSOLE", "1")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     t = Telemetry(connections_active=lambda: 0, messages_delivered=lambda: 0)
     try:
-        with t.span("auth", outcome="ok"):
+        with t.span("secstream.check", outcome="ok"):
             pass
     finally:
         t.shutdown()
-    assert '"name": "auth"' in capsys.readouterr().out
+    assert '"name": "secstream.check"' in capsys.readouterr().out
+
+
+def test_trace_choice_follows_the_otel_variables() -> None:
+    from secstream.errors import ConfigError
+    from secstream.telemetry import trace_choice
+
+    assert trace_choice({}) == ("none", "http/protobuf")
+    assert trace_choice({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"})[0] == "otlp"
+    assert trace_choice({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"})[0] == (
+        "otlp"
+    )
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    assert trace_choice(env) == ("otlp", "grpc")
+    assert trace_choice({"OTEL_TRACES_EXPORTER": "console"})[0] == "console"
+    assert trace_choice({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "x"})[
+        0
+    ] == "none"
+    with pytest.raises(ConfigError, match="OTEL_TRACES_EXPORTER"):
+        trace_choice({"OTEL_TRACES_EXPORTER": "zipkin"})
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):
+        trace_choice({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/json"})
+
+
+def test_spans_reach_a_real_grpc_receiver(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otlp_receiver import GrpcOtlpReceiver
+
+    with GrpcOtlpReceiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+        t = Telemetry(connections_active=lambda: 0, messages_delivered=lambda: 0, node="n1")
+        try:
+            assert t.exporting
+            with t.publish_span(None, events=1, event_type="system.status") as traceparent:
+                assert traceparent is not None
+            t.deliver("1-0", "system.status", traceparent, 7)
+        finally:
+            t.shutdown()  # flushes the batch
+        (deliver,) = receiver.wait_for("secstream.deliver", 1)
+        (publish,) = receiver.named("secstream.publish")
+        assert deliver.parent_span_id == publish.span_id == traceparent.split("-")[2]
+        assert deliver.attributes["secstream.recipients"] == 7
+        assert publish.service == "secstream" and publish.instance == "n1"

@@ -190,4 +190,61 @@ describe('secstream dashboard against a real `secstream serve --demo`', () => {
     await page.waitForTimeout(800);
     expect((await allLines(page, testId)).map((l) => l.text)).toEqual(['polled 1', 'polled 2', 'polled 3', 'polled 4', 'live 5']);
   });
+
+  it("shows an event's traceparent in its details, and gives admins connections, close and the audit trail", async () => {
+    ctx = await launchContext();
+    const page = await ctx.context.newPage();
+    const sub = `e2e-admin-${Math.random().toString(36).slice(2, 6)}`;
+    await signIn(page, 'admin', sub);
+    await expectState(page, 'connected');
+
+    const admin = await stack.token('e2e-tracer', ['admin']);
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const res = await fetch(`${stack.baseUrl}/api/v1/events`, {
+      method: 'POST',
+      headers: {
+        authorization: `Bearer ${admin}`,
+        'content-type': 'application/json',
+        traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+      },
+      body: JSON.stringify({ event_type: 'system.alert', data: { title: `Traced ${sub}` } }),
+    });
+    expect(res.status).toBe(202);
+    const row = page.locator('[data-testid="recent-findings"] li', { hasText: `Traced ${sub}` });
+    await row.waitFor({ timeout: 10_000 });
+    await row.locator('[data-testid="event-details"] summary').click();
+    const traceparent = await row.locator('[data-testid="traceparent"]').textContent();
+    expect(traceparent).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-0[13]$`));
+
+    const panel = page.locator('[data-testid="admin-console"]');
+    await panel.waitFor({ timeout: 10_000 });
+    const mine = panel.locator('[data-testid="admin-connection"]', { hasText: sub });
+    await waitFor('our connection listed', async () => {
+      await panel.locator('button', { hasText: 'Refresh' }).click();
+      await page.waitForTimeout(300);
+      return (await mine.count()) > 0;
+    });
+    expect(await mine.first().getAttribute('data-state')).toBe('live');
+
+    await panel.locator('[data-testid="audit-sub"]').fill(sub);
+    await panel.locator('[data-testid="audit-action"]').selectOption('ws.connect');
+    await panel.locator('button[type="submit"]').click();
+    await panel.locator('[data-testid="audit-record"][data-action="ws.connect"][data-outcome="allowed"]').first().waitFor({ timeout: 10_000 });
+    await panel.screenshot({ path: join(REPO, 'docs', 'admin.png') });
+
+    // Close our own connection: the server closes it with 4003 and the client comes back.
+    const before = await mine.first().getAttribute('data-connection-id');
+    await mine.first().locator('[data-testid="admin-close"]').click();
+    await expectState(page, 'reconnecting', 10_000);
+    await expectState(page, 'connected', 15_000);
+    await panel.locator('[data-testid="audit-action"]').selectOption('admin.close');
+    await panel.locator('[data-testid="audit-sub"]').fill(sub);
+    await panel.locator('button[type="submit"]').click();
+    await panel.locator('[data-testid="audit-record"][data-action="admin.close"][data-outcome="allowed"]').first().waitFor({ timeout: 10_000 });
+    await waitFor('the new connection listed', async () => {
+      await panel.locator('button', { hasText: 'Refresh' }).click();
+      const ids = await panel.locator('[data-testid="admin-connection"]', { hasText: sub }).evaluateAll((rows) => rows.map((r) => r.getAttribute('data-connection-id')));
+      return ids.length > 0 && !ids.includes(before);
+    });
+  });
 });

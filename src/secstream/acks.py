@@ -16,6 +16,7 @@ from collections.abc import Callable
 from secstream.connection import newest
 from secstream.errors import LogUnavailable
 from secstream.logapi import EventLog
+from secstream.tasks import cancel_all
 from secstream.types import Offset
 
 logger = logging.getLogger(__name__)
@@ -58,9 +59,7 @@ class AckWriter:
     async def stop(self) -> None:
         """Stop the writer after one last attempt to store what is pending."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_all([self._task])
             self._task = None
         with contextlib.suppress(LogUnavailable):
             await self.flush()

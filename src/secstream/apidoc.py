@@ -37,7 +37,7 @@ def typed_events() -> list[type[msgspec.Struct]]:
     out: list[type[msgspec.Struct]] = []
     for event_type in EVENT_TYPES:
         data = EVENT_DATA[event_type] or dict[str, Any]
-        fields: list[tuple[str, Any]] = [
+        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
             ("id", str),
             ("event_type", Literal[event_type]),
             ("timestamp", str),
@@ -45,6 +45,7 @@ def typed_events() -> list[type[msgspec.Struct]]:
             ("data", data),
             ("user_id", str | None),
             ("correlation_id", str | None),
+            ("traceparent", str | None, None),
         ]
         out.append(
             msgspec.defstruct(
@@ -201,9 +202,27 @@ def openapi() -> dict[str, Any]:
         "/api/v1/events": {"post": publish, "get": poll},
         "/api/v1/events/batch": {"post": batch},
         "/api/v1/connections": {"get": {
-            "summary": "Live connections of this node (admin)", "security": _BEARER,
+            "summary": "Live connections of every node (admin)", "security": _BEARER,
             "responses": {"200": _answer("The connections", "Connections"),
-                          **_problems(401, 403)},
+                          **_problems(401, 403, 503)},
+        }},
+        "/api/v1/connections/{connection_id}": {"delete": {
+            "summary": "Close a connection, on whichever node holds it, with 4003 (admin)",
+            "security": _BEARER,
+            "parameters": [{"name": "connection_id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"204": _answer("Closed"), **_problems(401, 403, 404, 503)},
+        }},
+        "/api/v1/audit": {"get": {
+            "summary": "Audit records, oldest first (admin)", "security": _BEARER,
+            "parameters": [
+                _query("since", {"type": "string"}, "a record id: records after it"),
+                _query("limit", {"type": "integer", "minimum": 1}, "at most this many"),
+                _query("action", {"type": "string"}, "comma list of actions"),
+                _query("sub", {"type": "string"}, "only this token subject's records"),
+            ],
+            "responses": {"200": _answer("Records", "AuditPage"),
+                          **_problems(400, 401, 403, 503)},
         }},
         "/api/v1/tests/{test_id}/cancel": {"post": cancel},
         "/api/v1/dev/token": {"post": {
@@ -227,7 +246,7 @@ def openapi() -> dict[str, Any]:
     types = [
         protocol.PublishRequest, protocol.BatchRequest, httpbodies.Problem,
         httpbodies.Accepted, httpbodies.BatchAccepted, httpbodies.EventPage,
-        httpbodies.Liveness, httpbodies.Readiness, httpbodies.Connections,
+        httpbodies.Liveness, httpbodies.Readiness, httpbodies.Connections, httpbodies.AuditPage,
         httpbodies.CancelRequest, httpbodies.CancelAccepted, httpbodies.DevTokenRequest,
         httpbodies.DevToken, httpbodies.Simulated,
     ]

@@ -15,7 +15,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from secstream import endpoints
+from secstream import admin, endpoints
 from secstream.cancel_route import cancel_test
 from secstream.config import Settings
 from secstream.middleware import ForwardedHeader, SecurityHeaders, networks
@@ -68,7 +68,11 @@ def _routes(web_dir: Path) -> list[BaseRoute]:
         Route("/api/v1/events", endpoints.publish, methods=["POST"]),
         Route("/api/v1/events", endpoints.poll, methods=["GET"]),
         Route("/api/v1/events/batch", endpoints.publish_batch, methods=["POST"]),
-        Route("/api/v1/connections", endpoints.connections, methods=["GET"]),
+        Route("/api/v1/connections", admin.connections, methods=["GET"]),
+        Route(
+            "/api/v1/connections/{connection_id}", admin.close_connection, methods=["DELETE"]
+        ),
+        Route("/api/v1/audit", admin.audit, methods=["GET"]),
         Route("/api/v1/tests/{test_id:path}/cancel", cancel_test, methods=["POST"]),
         Route("/api/v1/dev/token", endpoints.dev_token, methods=["POST"]),
         Route("/api/v1/dev/simulate", endpoints.dev_simulate, methods=["POST"]),

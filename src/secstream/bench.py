@@ -12,14 +12,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.server
 import json
 import multiprocessing
 import os
+import random
+import secrets
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 import zlib
@@ -197,6 +201,18 @@ class _Remote:
         self._proc.join(10)
 
 
+TRACE_RATIO: float | None = None
+"""``--trace-ratio``: the share of published batches whose traceparent is sampled."""
+
+
+def _traceparent() -> str | None:
+    """What a publisher sampling at TRACE_RATIO would store with a batch (None: no tracing)."""
+    if TRACE_RATIO is None:
+        return None
+    sampled = random.random() < TRACE_RATIO
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-{'01' if sampled else '00'}"
+
+
 async def _deliver(
     redis_url: str, remote: _Remote, group: str, events: int, server_pid: int,
     rate: float | None = None,
@@ -217,7 +233,7 @@ async def _deliver(
                     "output": f"Discovered open port {i % 65535}/tcp on 192.168.1.{i % 254}",
                 })
                 for i in range(first, min(events, first + 10))
-            ])
+            ], traceparent=_traceparent())
     done_at, latencies, caught_up = await waiting
     return Round(
         0, events, done_at - started, latencies=latencies, caught_up=caught_up,
@@ -308,17 +324,21 @@ def _wrk_rate(base: str, token: str) -> float:
 
 
 @contextlib.contextmanager
-def _server() -> Iterator[tuple[str, str, int]]:
+def _server(env_extra: dict[str, str] | None = None) -> Iterator[tuple[str, str, int]]:
     """A ``secstream serve`` process on an embedded Redis: (base URL, Redis URL, pid)."""
     with tempfile.TemporaryDirectory(prefix="secstream-bench-") as tmp:
         redis = RedisServer(Path(tmp) / "redis", appendonly=True, die_with_parent=True)
         redis.data_dir.mkdir(parents=True, exist_ok=True)
         redis.start()
         port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SECSTREAM_")}
+        env = {
+            k: v for k, v in os.environ.items()
+            if not k.startswith("SECSTREAM_") and not k.startswith("OTEL_")
+        }
         env.update(SECSTREAM_JWT_SECRET=SECRET, SECSTREAM_MAX_CONNECTIONS="20000",
                    SECSTREAM_PUBLISH_RATE="100000", SECSTREAM_PUBLISH_BURST="100000",
                    SECSTREAM_HANDSHAKE_RATE="100000", SECSTREAM_MAX_CONNECTIONS_PER_USER="0")
+        env.update(env_extra or {})
         log = open(Path(tmp) / "serve.log", "wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "secstream", "serve", "--port", str(port),
@@ -339,20 +359,33 @@ def _server() -> Iterator[tuple[str, str, int]]:
 def run_bench(args: argparse.Namespace) -> int:
     if args.churn:
         return run_churn(args)
-    with _server() as (base, redis_url, pid):
-        ws_url = base.replace("http", "ws", 1) + "/ws"
-        auth = Authenticator(secret=SECRET)
-        token, _ = auth.mint("bench", ["viewer"], expires_in=3600)
-        pub_token, _ = auth.mint("bench-pub", ["publisher"], expires_in=3600)
-        remote = _Remote(ws_url, token)
-        try:
-            rounds = [
-                asyncio.run(_round(base, ws_url, redis_url, pid, args.connections, args.events,
-                                   token, pub_token, remote))
-                for _ in range(args.rounds)
-            ]
-        finally:
-            remote.stop()
+    sink = _OtlpSink() if args.trace_ratio is not None else None
+    env: dict[str, str] = {}
+    if sink is not None:
+        global TRACE_RATIO
+        TRACE_RATIO = args.trace_ratio
+        env.update(OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
+                   OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+                   OTEL_TRACES_SAMPLER_ARG=str(args.trace_ratio))
+    try:
+        with _server(env) as (base, redis_url, pid):
+            ws_url = base.replace("http", "ws", 1) + "/ws"
+            auth = Authenticator(secret=SECRET)
+            token, _ = auth.mint("bench", ["viewer"], expires_in=3600)
+            pub_token, _ = auth.mint("bench-pub", ["publisher"], expires_in=3600)
+            remote = _Remote(ws_url, token)
+            try:
+                rounds = [
+                    asyncio.run(_round(base, ws_url, redis_url, pid, args.connections,
+                                       args.events, token, pub_token, remote))
+                    for _ in range(args.rounds)
+                ]
+            finally:
+                remote.stop()
+    finally:
+        if sink is not None:
+            sink.close()
+            print(f"OTLP sink received {sink.requests} export requests, {sink.bytes:,} bytes")
     report = _report(rounds)
     print(report)
     if args.out:
@@ -399,6 +432,35 @@ def run_churn(args: argparse.Namespace) -> int:
         args.out.write_text(text + "\n")
     ok = report.gaps == report.duplicates == report.disordered == 0
     return 0 if ok and report.complete == report.clients else 1
+
+
+class _OtlpSink:
+    """An OTLP/HTTP endpoint that accepts every export and keeps only counts."""
+
+    def __init__(self) -> None:
+        sink = self
+        self.requests = 0
+        self.bytes = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                sink.bytes += len(self.rfile.read(length))
+                sink.requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
 def _wait_live(base: str) -> None:

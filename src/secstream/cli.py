@@ -1,4 +1,4 @@
-"""The ``secstream`` command: ``serve``, ``publish``, ``bench`` and ``schema``."""
+"""The ``secstream`` command: ``serve``, ``publish``, ``tail``, ``bench`` and ``schema``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import gc
 import json
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Generator, Sequence
@@ -18,8 +17,10 @@ from typing import Any
 
 import uvicorn
 
+from secstream import logs
 from secstream.config import Settings
 from secstream.errors import ConfigError, EventInvalid, LogUnavailable
+from secstream.logs import LOG_LEVELS
 
 logger = logging.getLogger("secstream")
 
@@ -35,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve.add_argument("--port", type=int)
     serve.add_argument("--redis-url")
     serve.add_argument("--demo", action="store_true", default=None)
-    serve.add_argument("--log-level", default=os.environ.get("SECSTREAM_LOG_LEVEL", "info"))
+    serve.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower)
 
     publish = commands.add_parser("publish", help="append one event to the log")
     publish.add_argument("--redis-url", default=os.environ.get("SECSTREAM_REDIS_URL"))
@@ -58,11 +59,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench.add_argument("--min-lifetime", type=float, default=2.0)
     bench.add_argument("--max-lifetime", type=float, default=20.0)
     bench.add_argument("--processes", type=int, default=2, help="--churn: client processes")
+    bench.add_argument(
+        "--trace-ratio", type=float,
+        help="trace: the server exports to an OTLP sink, sampling this share of publishes",
+    )
+
+    from secstream import tail
+
+    tail.add_arguments(commands.add_parser("tail", help="watch events as a client sees them"))
 
     schema = commands.add_parser("schema", help="print the AsyncAPI (or OpenAPI) document")
     schema.add_argument("--openapi", action="store_true", help="the HTTP API, OpenAPI 3.1")
 
     args = parser.parse_args(argv)
+    if args.command == "tail":
+        sys.exit(tail.main(args))
     if args.command == "schema":
         from secstream.apidoc import asyncapi, openapi, render
 
@@ -81,16 +92,19 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = Settings.from_env(
-            host=args.host, port=args.port, redis_url=args.redis_url, demo=args.demo
+            host=args.host,
+            port=args.port,
+            redis_url=args.redis_url,
+            demo=args.demo,
+            log_level=args.log_level,
         )
         from secstream.auth import Authenticator
+        from secstream.telemetry import trace_choice
 
         Authenticator.from_settings(settings)
+        trace_choice()
     except ConfigError as exc:
         print(f"secstream: bad setting {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -100,15 +114,17 @@ def _serve(args: argparse.Namespace) -> int:
             "other service are accepted here; set it to this service's audience"
         )
 
+    logs.configure(settings.log_format, settings.log_level, secrets=[settings.jwt_secret])
     logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
-    for name in ("uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).addFilter(_RedactTokens())
     with _redis_for(settings) as settings:
         from secstream.app import create_app
         from secstream.server import uvicorn_config
 
         app = create_app(settings)
-        server = _Server(uvicorn_config(app, settings, log_level=args.log_level))
+        # log_config=None: logs.configure set one redacting handler for every logger.
+        server = _Server(
+            uvicorn_config(app, settings, log_level=settings.log_level, log_config=None)
+        )
         _tune_gc()
         server.run()
         return 0 if server.started or server.should_exit else 1
@@ -119,22 +135,6 @@ class _DenialNoise(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.getMessage() != "ASGI callable returned without completing handshake."
-
-
-class _RedactTokens(logging.Filter):
-    """Keep JWTs passed as ``?token=`` out of the logs."""
-
-    _TOKEN = re.compile(r"(token=)[^&\s\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self._TOKEN.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                for a in record.args
-            )
-        if isinstance(record.msg, str):
-            record.msg = self._TOKEN.sub(r"\1[redacted]", record.msg)
-        return True
 
 
 GC_THRESHOLDS = (50_000, 50, 100)

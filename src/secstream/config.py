@@ -121,6 +121,12 @@ class Settings:
     """Seconds a request's body may take to arrive after its headers."""
     static_dir: Path | None = None
     """The built front end; None: the package's ``web/`` folder."""
+    # -- observability (issue 8) --
+    log_format: str = "text"
+    log_level: str = "info"
+    audit_retention_seconds: int = 7_776_000
+    status_interval: float = 30.0
+    """Seconds between the service's own ``system.status`` events; 0: none."""
 
     @classmethod
     def from_env(
@@ -201,8 +207,20 @@ class Settings:
                 )
         if not self.key_prefix or any(c in self.key_prefix for c in " {}"):
             raise ConfigError("SECSTREAM_KEY_PREFIX", "must be non-empty, without spaces or braces")
+        self._validate_observability()
         if not 0 <= self.port <= 65535:
             raise ConfigError("SECSTREAM_PORT", "must be a port number")
+
+
+    def _validate_observability(self) -> None:
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("SECSTREAM_LOG_FORMAT", "must be text or json")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError("SECSTREAM_LOG_LEVEL", "must be debug, info, warning or error")
+        if self.audit_retention_seconds <= 0:
+            raise ConfigError("SECSTREAM_AUDIT_RETENTION_SECONDS", "must be greater than 0")
+        if self.status_interval < 0:
+            raise ConfigError("SECSTREAM_STATUS_INTERVAL", "must not be negative")
 
 
 def _is_loopback(host: str) -> bool:
@@ -266,4 +284,8 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "header_timeout": _finite,
     "max_pending_connections": _positive_int,
     "body_timeout": _finite,
+    "log_format": lambda raw: raw.strip().lower(),
+    "log_level": lambda raw: raw.strip().lower(),
+    "audit_retention_seconds": _positive_int,
+    "status_interval": _finite,
 }

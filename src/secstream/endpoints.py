@@ -14,20 +14,18 @@ import msgspec
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
+from secstream.audit import Outcome, token_kid
 from secstream.auth import Principal
-from secstream.entries import StreamEntry, now_iso, validate
+from secstream.entries import StreamEntry, validate
 from secstream.errors import AuthError, EventInvalid, Forbidden, LogUnavailable, NotReplicated
 from secstream.events import KNOWN_ROLES, expand, is_valid_pattern
 from secstream.httpbodies import (
     Accepted,
     BatchAccepted,
-    Connections,
-    ConnectionSummary,
     DevToken,
     DevTokenRequest,
     Liveness,
     Simulated,
-    SubscriptionInfo,
     json,
 )
 from secstream.limits import retry_after
@@ -64,12 +62,11 @@ def problem(status: int, error: str, message: str, **extra: Any) -> JSONResponse
 
 
 def authenticate(service: Service, token: str | None) -> Principal:
-    with service.telemetry.span("auth"):
-        try:
-            return service.auth.authenticate(token)
-        except AuthError as exc:
-            service.telemetry.auth_failures.add(1, {"reason": exc.error_code})
-            raise
+    try:
+        return service.auth.authenticate(token)
+    except AuthError as exc:
+        service.telemetry.auth_failures.add(1, {"reason": exc.error_code})
+        raise
 
 
 def _bearer(request: Request) -> str | None:
@@ -79,17 +76,44 @@ def _bearer(request: Request) -> str | None:
 
 
 def _http_principal(request: Request, *, publish: bool = False) -> Principal:
+    """The request's principal; a refusal is audited (``publish`` / ``poll.forbidden``)."""
     service = service_of(request)
-    principal = authenticate(service, _bearer(request))
+    action = "publish" if publish else "poll.forbidden"
+    try:
+        principal = authenticate(service, _bearer(request))
+    except AuthError as exc:
+        _audit(request, action, "denied", reason=str(exc))
+        raise
     try:
         if publish:
             service.auth.authorize_publisher(principal)
         else:
             service.auth.authorize_receiver(principal)
-    except Forbidden:
+    except Forbidden as exc:
         service.telemetry.auth_failures.add(1, {"reason": "forbidden"})
+        _audit(request, action, "denied", sub=principal.sub, reason=str(exc))
         raise
     return principal
+
+
+def address_of(conn: HTTPConnection) -> str:
+    return conn.client.host if conn.client else "unknown"
+
+
+def _audit(
+    request: Request,
+    action: str,
+    outcome: Outcome,
+    *,
+    sub: str | None = None,
+    reason: str | None = None,
+    **about: Any,
+) -> None:
+    if outcome == "denied" and sub is None:
+        about.setdefault("kid", token_kid(_bearer(request)))
+    service_of(request).audit.record(
+        action, outcome, sub=sub, address=address_of(request), reason=reason, **about
+    )
 
 
 def _authproblem(exc: AuthError) -> JSONResponse:
@@ -120,6 +144,7 @@ async def _publish_guard(request: Request) -> Principal | Response:
         return _authproblem(exc)
     wait = await service_of(request).publish_limits.try_acquire(principal.sub)
     if wait is not None:
+        _audit(request, "publish", "denied", sub=principal.sub, reason="rate_limited")
         response = problem(429, "rate_limited", "too many publishes; slow down")
         response.headers["Retry-After"] = retry_after(wait)
         return response
@@ -185,7 +210,7 @@ async def _publish(request: Request, *, batch: bool) -> Response:
         return problem(422, "invalid_event", "the body is not a JSON object", field="body")
     except EventInvalid as exc:
         return problem(422, "invalid_event", exc.reason, field=exc.field)
-    return await _append(service, events, key, guard.sub, single=not batch)
+    return await _append(request, service, events, key, guard.sub, single=not batch)
 
 
 def _decode_events(body: bytes, *, batch: bool, max_event_bytes: int) -> list[PublishRequest]:
@@ -216,6 +241,7 @@ def _check_size(event: PublishRequest, field: str, limit: int) -> None:
 
 
 async def _append(
+    request: Request,
     service: Service,
     events: list[PublishRequest],
     key: str | None,
@@ -224,11 +250,17 @@ async def _append(
     single: bool,
 ) -> Response:
     try:
-        with service.telemetry.span("publish", events=len(events)):
-            ids = await service.log.append(events, idempotency_key=key, sub=sub)
+        with service.telemetry.publish_span(
+            request.headers.get("traceparent"),
+            events=len(events),
+            event_type=events[0].event_type if len(events) == 1 else "batch",
+        ) as traceparent:
+            ids = await service.log.append(
+                events, idempotency_key=key, sub=sub, traceparent=traceparent
+            )
     except LogUnavailable as exc:
         return _unavailable(service, exc)
-    service.telemetry.events_published.add(len(events))
+    _audit(request, "publish", "allowed", sub=sub, event_ids=ids)
     return _accepted(ids, single=single)
 
 
@@ -269,8 +301,9 @@ async def poll(request: Request) -> Response:
         return problem(400, "bad_request", message, field="types")
     refused = [p for p in patterns if "*" not in p and p not in principal.receivable]
     if refused:
-        message = f"your roles may not receive {refused[0]!r}"
-        return problem(403, "forbidden", message, field="types")
+        reason = f"may not receive {refused[0]!r}"
+        _audit(request, "poll.forbidden", "denied", sub=principal.sub, reason=reason)
+        return problem(403, "forbidden", f"your roles {reason}", field="types")
     since, test_id = q.get("since"), q.get("test_id") or None
     if since is not None and not is_offset(since):
         return problem(400, "bad_request", "since must be an event id or \"0\"", field="since")
@@ -345,64 +378,49 @@ async def health_live(request: Request) -> Response:
 
 
 async def health_ready(request: Request) -> Response:
+    """200 when Redis answers and this node takes connections; else 503 saying why."""
     service = service_of(request)
+    hub = service.hub
     watch = service.redis_watch
+    extra: dict[str, Any] = {}
+    redis = True
     try:
         await asyncio.wait_for(service.log.ping(), 2)
     except (LogUnavailable, TimeoutError) as exc:
         watch.failed(str(exc) or type(exc).__name__)
-        return JSONResponse(
-            {"status": "unavailable", "redis": False, **watch.report()}, status_code=503
+        redis = False
+    if redis:
+        try:
+            primary = await service.redis_client.primary()
+        except LogUnavailable as exc:  # Redis answers, the sentinels do not: still ready
+            primary, extra["sentinels"] = None, str(exc)
+        watch.answered(primary)
+    draining = service.draining or not hub.accepting
+    overloaded = hub.overloaded or hub.full
+    reasons = [
+        name
+        for name, failing in (
+            ("redis", not redis), ("draining", draining), ("overloaded", overloaded)
         )
-    extra: dict[str, Any] = {}
-    try:
-        primary = await service.redis_client.primary()
-    except LogUnavailable as exc:  # Redis answers, the sentinels do not: still ready
-        primary, extra["sentinels"] = None, str(exc)
-    watch.answered(primary)
-    return JSONResponse(
-        {"status": "ok", "redis": True, "tail": service.hub.healthy, **watch.report(), **extra}
-    )
+        if failing
+    ]
+    body = {
+        "status": "unavailable" if reasons else "ok",
+        "reasons": reasons,
+        "redis": redis,
+        "draining": draining,
+        "overloaded": overloaded,
+        "tail": hub.healthy,
+        "node": service.node_id,
+        **watch.report(),
+        **extra,
+    }
+    return JSONResponse(body, status_code=503 if reasons else 200)
 
 
 async def metrics(request: Request) -> Response:
     body, content_type = service_of(request).telemetry.render()
     return Response(body, headers={"Content-Type": content_type})
-
-
-async def connections(request: Request) -> Response:
-    service = service_of(request)
-    try:
-        principal = authenticate(service, _bearer(request))
-    except AuthError as exc:
-        return _authproblem(exc)
-    if "admin" not in principal.roles:
-        return problem(403, "forbidden", "admin only")
-    return json(
-        Connections(
-            node=service.node_id,
-            connections=[
-                ConnectionSummary(
-                    id=c.id,
-                    user=c.principal.sub,
-                    roles=sorted(c.principal.roles),
-                    client_id=c.client_id,
-                    subscriptions=[
-                        SubscriptionInfo(s.id, s.patterns, s.test_id)
-                        for s in c.subscriptions.values()
-                    ],
-                    connected_since=now_iso(c.connected_at),
-                    queue_depth=c.queue_depth,
-                    queued_bytes=c.queued_bytes,
-                    state="live" if c.mode.value == "live" else "catching_up",
-                    behind=c.missed,
-                    sent=c.sent,
-                    received=c.received,
-                )
-                for c in list(service.hub.connections.values())
-            ],
-        )
-    )
 
 
 # -- demo ------------------------------------------------------------------------------------
@@ -429,6 +447,7 @@ async def dev_token(request: Request) -> Response:
         field = "sub" if not body.sub else "roles" if unknown else "expires_in"
         return problem(422, "invalid_request", f"invalid {field}", field=field)
     token, expires_at = service.auth.mint(body.sub, body.roles, body.groups, body.expires_in)
+    _audit(request, "dev.token", "allowed", sub=body.sub, roles=body.roles, expires_at=expires_at)
     return json(DevToken(token, expires_at))
 
 

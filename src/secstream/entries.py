@@ -34,6 +34,10 @@ class _Body(msgspec.Struct, omit_defaults=False):
     correlation_id: str | None
 
 
+class _TracedBody(_Body):
+    traceparent: str
+
+
 _BODY_ENCODER = msgspec.json.Encoder()
 _AUDIENCE_DECODER = msgspec.json.Decoder(dict[str, list[str]])
 
@@ -61,6 +65,8 @@ class StreamEntry:
     expires_at: float | None
     audience: Audience | None
     frame: str
+    traceparent: str | None = None
+    """The W3C trace context of the publish span (contract section 8)."""
 
     @property
     def key(self) -> tuple[int, int]:
@@ -101,18 +107,24 @@ class Encoded:
     critical: bool
 
 
-def encode(req: PublishRequest, now: float | None = None) -> Encoded:
-    """The stream fields of one validated event: encoded once, here."""
+def encode(
+    req: PublishRequest, now: float | None = None, traceparent: str | None = None
+) -> Encoded:
+    """The stream fields of one validated event: encoded once, here.
+
+    ``traceparent`` (the publish span's) goes into the envelope and into field ``tp``.
+    """
     now = time.time() if now is None else now
+    common: dict[str, Any] = {
+        "event_type": req.event_type,
+        "timestamp": now_iso(now),
+        "priority": req.priority,
+        "data": req.data,
+        "user_id": req.user_id,
+        "correlation_id": req.correlation_id,
+    }
     body = _BODY_ENCODER.encode(
-        _Body(
-            event_type=req.event_type,
-            timestamp=now_iso(now),
-            priority=req.priority,
-            data=req.data,
-            user_id=req.user_id,
-            correlation_id=req.correlation_id,
-        )
+        _TracedBody(**common, traceparent=traceparent) if traceparent else _Body(**common)
     )
     test_id = req.data.get("test_id")
     test_id = test_id if isinstance(test_id, str) else ""
@@ -121,6 +133,8 @@ def encode(req: PublishRequest, now: float | None = None) -> Encoded:
         fields += ["k", test_id]
     if req.ttl is not None:
         fields += ["x", str(int((now + req.ttl) * 1000))]
+    if traceparent:
+        fields += ["tp", traceparent]
     if req.audience is not None:
         aud = req.audience
         fields += ["a", msgspec.json.encode({"u": aud.users, "g": aud.groups, "r": aud.roles})]
@@ -142,6 +156,7 @@ def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StreamEnt
         )
     raw_exp = fields.get(b"x")
     test_id = fields.get(b"k")
+    traceparent = fields.get(b"tp")
     return StreamEntry(
         id=eid,
         event_type=fields[b"t"].decode(),
@@ -150,4 +165,5 @@ def decode_entry(entry_id: bytes | str, fields: dict[bytes, bytes]) -> StreamEnt
         expires_at=int(raw_exp) / 1000 if raw_exp else None,
         audience=audience,
         frame=frame,
+        traceparent=traceparent.decode() if traceparent else None,
     )

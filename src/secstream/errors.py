@@ -10,6 +10,7 @@
     ├── EventInvalid             a publish body that fails validation: HTTP 422
     ├── TokenExpired             close 4001
     ├── HeartbeatTimeout         close 4002
+    ├── ClosedByAdmin            close 4003
     ├── RateLimited              close 4008
     └── SlowConsumer             close 4009
 """
@@ -22,6 +23,7 @@ WS_1008_POLICY_VIOLATION = 1008
 WS_1011_INTERNAL_ERROR = 1011
 WS_4001_TOKEN_EXPIRED = 4001
 WS_4002_HEARTBEAT_TIMEOUT = 4002
+WS_4003_CLOSED_BY_ADMIN = 4003
 WS_4008_RATE_LIMITED = 4008
 WS_4009_SLOW_CONSUMER = 4009
 
@@ -80,6 +82,10 @@ class TokenExpired(ServiceError):
 
 class HeartbeatTimeout(ServiceError):
     code = WS_4002_HEARTBEAT_TIMEOUT
+
+
+class ClosedByAdmin(ServiceError):
+    code = WS_4003_CLOSED_BY_ADMIN
 
 
 class RateLimited(ServiceError):

@@ -296,6 +296,7 @@ class RedisEventLog:
         *,
         idempotency_key: str | None = None,
         sub: str = "",
+        traceparent: str | None = None,
     ) -> list[Offset]:
         """Append all of ``events`` atomically; the ids in order.
 
@@ -303,7 +304,7 @@ class RedisEventLog:
         nothing and return the ids of that first append.
         """
         now = time.time()
-        encoded = [encode(e, now) for e in events]
+        encoded = [encode(e, now, traceparent) for e in events]
         argv: list[Any] = [
             ("2" if self.min_replicas else "1") if idempotency_key else "0",
             IDEMPOTENCY_TTL,

@@ -69,25 +69,48 @@ class SubscriptionInfo(msgspec.Struct):
 
 
 class ConnectionSummary(msgspec.Struct):
+    """One live connection of some node (``registry.describe``)."""
+
     id: str
+    node: str
     user: str
     roles: list[str]
     client_id: str | None
     subscriptions: list[SubscriptionInfo]
     connected_since: str
-    queue_depth: int
-    queued_bytes: int
+    address: str | None
     state: Literal["live", "catching_up"]
     behind: int
+    queue_bytes: int
     sent: int
     received: int
 
 
 class Connections(msgspec.Struct):
-    """``GET /api/v1/connections`` of one node."""
+    """``GET /api/v1/connections``: the live connections of every node."""
 
     node: str
     connections: list[ConnectionSummary]
+
+
+class AuditRecord(msgspec.Struct):
+    """One audit record (section 8); an action adds members of its own (``test_id``...)."""
+
+    id: str
+    time: str
+    action: str
+    outcome: Literal["allowed", "denied"]
+    sub: str | None
+    address: str | None
+    node: str
+    reason: str | None
+
+
+class AuditPage(msgspec.Struct):
+    """``GET /api/v1/audit``: pass ``next`` as ``since`` to read on."""
+
+    records: list[AuditRecord]
+    next: str | None
 
 
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):

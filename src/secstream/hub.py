@@ -23,6 +23,7 @@ from secstream.errors import WS_1001_GOING_AWAY, LogUnavailable
 from secstream.events import expand
 from secstream.logapi import EventLog
 from secstream.protocol import parse_offset
+from secstream.tasks import cancel_all
 from secstream.timers import LoadWatch, Timers
 from secstream.types import Offset
 
@@ -40,6 +41,7 @@ _CONCURRENT_READS = 16
 
 class Metrics(Protocol):
     def delivery_latency(self, seconds: float) -> None: ...
+    def dispatched(self, entry: StreamEntry, recipients: int) -> None: ...
 
 
 class Hub:
@@ -113,11 +115,7 @@ class Hub:
         self.positioned.set()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
 
     def close_all(self, code: int = WS_1001_GOING_AWAY) -> None:
@@ -214,6 +212,8 @@ class Hub:
         targets = self._targets(entry)
         for conn in targets:
             conn.deliver(entry, before)
+        if self.metrics is not None:  # the published count, the secstream.deliver span
+            self.metrics.dispatched(entry, len(targets))
         if self.metrics is not None and targets:
             self.metrics.delivery_latency(max(0.0, now - entry.published_at))
         return len(targets) + 1

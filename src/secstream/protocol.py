@@ -146,6 +146,8 @@ class Event(Message, tag="event", omit_defaults=False):
     data: dict[str, Any]
     user_id: str | None
     correlation_id: str | None
+    traceparent: str | None = None
+    """W3C trace context of the publish span (section 8), when the server traces."""
 
 
 class Batch(Message, tag="batch"):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
 from secstream.control import RunRecords
@@ -15,9 +17,12 @@ from secstream.events import Priority
 from secstream.protocol import Audience, PublishRequest
 from secstream.redis_client import RedisClient, connect
 from secstream.testrun import TestRun
+from secstream.tracecontext import format_traceparent
 from secstream.types import Offset
 
 __all__ = ["AudienceLike", "Publisher", "TestRun"]
+
+_TRACER = trace.get_tracer("secstream.publisher")
 
 AudienceLike = Audience | dict[str, list[str]] | None
 
@@ -106,9 +111,18 @@ class Publisher:
             ttl=ttl,
         )
         validate(event)
-        (offset,) = await self.log.append(
-            [event], idempotency_key=idempotency_key, sub=self.sub
-        )
+        # The caller's current span (from its own OpenTelemetry setup) is the parent.
+        with _TRACER.start_as_current_span(
+            "secstream.publish",
+            kind=SpanKind.PRODUCER,
+            attributes={"secstream.events": 1, "secstream.event_type": event_type},
+        ) as span:
+            (offset,) = await self.log.append(
+                [event],
+                idempotency_key=idempotency_key,
+                sub=self.sub,
+                traceparent=format_traceparent(span),
+            )
         return offset
 
     def test_run(

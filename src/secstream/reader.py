@@ -14,8 +14,10 @@ Reads wait out a Redis outage and carry on where they were.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import Protocol, TypeVar
 
 from secstream import replay
@@ -52,6 +54,7 @@ class LogReader:
         gate: asyncio.Semaphore,
         stored_offset: Callable[[], Awaitable[Offset | None]],
         on_replayed: Callable[[int], None] | None = None,
+        replay_span: Callable[[str], AbstractContextManager[object]] | None = None,
     ) -> None:
         self.conn = conn
         self.log = _Patient(log)
@@ -60,6 +63,7 @@ class LogReader:
         self.gate = gate
         self._stored_offset = stored_offset
         self._on_replayed = on_replayed
+        self._replay_span = replay_span or (lambda subscription: contextlib.nullcontext())
         self._pages = 0
         self._bytes_per_entry = 256.0
         """What one entry examined has added to the queue, on average (a moving one)."""
@@ -85,6 +89,10 @@ class LogReader:
     # -- replays -------------------------------------------------------------------------
 
     async def _replay(self, job: ReplayJob) -> None:
+        with self._replay_span(job.sub.id):  # secstream.replay
+            await self._replay_job(job)
+
+    async def _replay_job(self, job: ReplayJob) -> None:
         conn, sub = self.conn, job.sub
         if job.upto is None:
             job.upto = self.hub.start_id

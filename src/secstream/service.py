@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Coroutine
 from typing import Any
@@ -15,8 +16,11 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from secstream.acks import AckWriter
+from secstream.audit import Audit, audit_close
 from secstream.auth import Authenticator
 from secstream.config import Settings
+from secstream.connection import Connection
+from secstream.entries import StreamEntry
 from secstream.errors import WS_1001_GOING_AWAY, LogUnavailable
 from secstream.eventlog import RedisEventLog
 from secstream.hub import Hub
@@ -24,7 +28,10 @@ from secstream.limits import AbuseWatch, KeyedLimiter, UserSlots
 from secstream.protocol import Audience, PublishRequest
 from secstream.redis_client import RedisClient, connect
 from secstream.redis_watch import RedisWatch
+from secstream.registry import Registry
 from secstream.simulator import Simulator
+from secstream.status import Latencies, NodeFigures, StatusReporter
+from secstream.tasks import cancel_all
 from secstream.telemetry import Telemetry
 
 logger = logging.getLogger(__name__)
@@ -32,9 +39,22 @@ logger = logging.getLogger(__name__)
 class _HubMetrics:
     def __init__(self, telemetry: Telemetry) -> None:
         self._telemetry = telemetry
+        self.latencies = Latencies()
+        self.published = 0
 
     def delivery_latency(self, seconds: float) -> None:
+        """Hook for the sender: seconds from append to the send on a socket."""
         self._telemetry.delivery_latency.record(seconds)
+        self.latencies.observe(seconds)
+
+    def dispatched(self, entry: StreamEntry, recipients: int) -> None:
+        """Every append (HTTP or Publisher) passes this node's tail once: count it here."""
+        self._telemetry.events_published.add(1)
+        self.published += 1
+        if entry.traceparent:
+            self._telemetry.deliver(
+                entry.id, entry.event_type, entry.traceparent, recipients, entry.published_at
+            )
 
 
 class Service:
@@ -72,7 +92,9 @@ class Service:
         self.telemetry = Telemetry(
             connections_active=lambda: len(self.hub.connections),
             messages_delivered=lambda: self.hub.delivered,
+            node=self.node_id,
         )
+        self.metrics = _HubMetrics(self.telemetry)
         self.hub = Hub(
             self.log,
             heartbeat_interval=settings.heartbeat_interval,
@@ -81,10 +103,35 @@ class Service:
             max_connections=settings.max_connections,
             max_queue_bytes=settings.max_queue_bytes,
             stall_timeout=settings.stall_timeout,
-            metrics=_HubMetrics(self.telemetry),
+            metrics=self.metrics,
         )
         self.acks = AckWriter(self.log)
         self.auth = Authenticator.from_settings(settings)
+        self.audit = Audit(
+            self.redis,
+            prefix=settings.key_prefix,
+            node=self.node_id,
+            retention_seconds=settings.audit_retention_seconds,
+        )
+        self.registry = Registry(
+            self.redis,
+            prefix=settings.key_prefix,
+            node=self.node_id,
+            connections=lambda: self.hub.connections,
+            close=self._close_local,
+        )
+        self.status = StatusReporter(
+            self.redis,
+            prefix=settings.key_prefix,
+            node=self.node_id,
+            interval=settings.status_interval,
+            max_connections=settings.max_connections,
+            retention_seconds=settings.retention_seconds,
+            figures=self._figures,
+            publish=lambda event: self.log.append([event]),
+            nodes=self.registry.nodes,
+            log_end=self.log.last_id,
+        )
         self.abuse = AbuseWatch(self._alert_admins)
         self.publish_limits = KeyedLimiter(
             "publish", settings.publish_rate, settings.publish_burst, on_refused=self.refused
@@ -99,6 +146,34 @@ class Service:
         self.draining = False
         self.simulator: Simulator | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _figures(self) -> NodeFigures:
+        return NodeFigures(
+            connections=len(self.hub.connections),
+            loop_lag=self.hub.loop_lag,
+            delivery_p99=self.metrics.latencies.p99(),
+            published=self.metrics.published,
+            last_dispatched=self.hub.last_id,
+        )
+
+    def _close_local(self, conn_id: str, code: int) -> bool:
+        conn = self.hub.connections.get(conn_id)
+        if conn is None:
+            return False
+        conn.close(code)
+        return True
+
+    def opened(self, conn: Connection, address: str | None) -> None:
+        """A socket was accepted and joined the hub."""
+        self.registry.opened(conn.id, address)
+        self.telemetry.session_started(conn.id, conn.principal.sub, self.node_id)
+
+    def closed(self, conn: Connection, address: str | None) -> None:
+        """A socket left the hub: audit its close, update the registry."""
+        self.registry.closed(conn.id)
+        self.telemetry.connection_duration.record(max(0.0, time.time() - conn.connected_at))
+        self.telemetry.session_ended(conn.id, conn.close_code)
+        audit_close(self.audit, conn, address)
 
     def refused(self, kind: str, source: str) -> None:
         """A rate limit refused ``source``: count it, and watch for abuse."""
@@ -132,6 +207,9 @@ class Service:
         await self.hub.start()
         self.acks.start()
         self._spawn(self._trim_forever())
+        self._spawn(self.audit.run())
+        self._spawn(self.registry.run())
+        self._spawn(self.status.run())
         if self.settings.demo:
             simulator = Simulator(self.log)
             self.simulator = simulator
@@ -149,13 +227,11 @@ class Service:
             await self.acks.flush()
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(list(self._tasks))
         await self.hub.stop()
         await self.acks.stop()
+        await self.registry.leave()
+        await self.audit.close()
         self.telemetry.shutdown()
         if self._owns_redis:
             await self.redis_client.aclose()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from aiolimiter import AsyncLimiter
 
@@ -68,6 +69,8 @@ class Session:
         replay_limit: int,
         on_rate_limited: Callable[[], None] | None = None,
         on_replayed: Callable[[int], None] | None = None,
+        audit: Callable[[str, str, str | None], None] | None = None,
+        replay_span: Callable[[str], AbstractContextManager[object]] | None = None,
     ) -> None:
         self.conn = conn
         self.hub = hub
@@ -77,6 +80,7 @@ class Session:
         # Tolerate a burst's worth of refused frames per window, then close 4008.
         self._violations = AsyncLimiter(client_burst, _VIOLATION_WINDOW)
         self._on_rate_limited = on_rate_limited
+        self._audit = audit or (lambda action, outcome, reason: None)
         self._reader = LogReader(
             conn,
             hub.log,
@@ -85,6 +89,7 @@ class Session:
             gate=hub.reads,
             stored_offset=self._stored_offset,
             on_replayed=on_replayed,
+            replay_span=replay_span,
         )
         self._reading: asyncio.Task[None] | None = None
         conn.when_reading(self.start_reader)
@@ -189,6 +194,7 @@ class Session:
         allowed = conn.principal.receivable
         refused = [p for p in msg.event_types if "*" not in p and p not in allowed]
         if refused:
+            self._audit("subscribe.forbidden", "denied", f"may not receive {refused[0]!r}")
             return self._error("forbidden", f"your roles may not receive {refused[0]!r}", ref)
         if msg.since is not None and not is_offset(msg.since):
             return self._error("bad_request", "since must be an event id or \"0\"", ref)
@@ -240,11 +246,15 @@ class Session:
         try:
             principal = self.auth.authenticate(token)
         except AuthError as exc:
+            self._audit("token.refresh", "denied", str(exc))
             return self._error("invalid_token", str(exc), ref)
         if principal.sub != conn.principal.sub:
+            self._audit("token.refresh", "denied", "another sub")
             return self._error("invalid_token", "a refreshed token must carry the same sub", ref)
         if not principal.receivable:
+            self._audit("token.refresh", "denied", "roles receive nothing")
             return self._error("invalid_token", "the new token's roles receive nothing", ref)
         self.hub.replace_principal(conn, principal)
+        self._audit("token.refresh", "allowed", None)
         self._reply(Refreshed(expires_at=principal.exp, ref=ref), ref)
         return None

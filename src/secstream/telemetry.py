@@ -3,26 +3,53 @@
 Each Telemetry owns its MeterProvider, TracerProvider and prometheus
 CollectorRegistry, and sets no global provider, so several apps can live in
 one process.
+
+Traces are configured by the OpenTelemetry SDK's own variables (contract section 1):
+``OTEL_SERVICE_NAME`` (default ``secstream``), ``OTEL_TRACES_SAMPLER`` /
+``OTEL_TRACES_SAMPLER_ARG``, ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``, ``none``;
+default ``otlp`` when an OTLP endpoint is set, else none), ``OTEL_EXPORTER_OTLP_*``
+(endpoint, headers, ``http/protobuf`` or ``grpc``), ``OTEL_BSP_*``. The spans:
+
+    secstream.publish   one per publish (HTTP or Publisher), a child of the request's
+                        ``traceparent``; its own traceparent goes into the log with
+                        the event, and into the envelope
+    secstream.deliver   one per event per process that fans it out, in the publish's
+                        trace, with ``secstream.recipients``
+    secstream.session   one WebSocket connection, open to close
+    secstream.replay    one replay or catch-up read, a child of its session
+
+No token, secret or event ``data`` goes into an attribute.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Final
 
+from opentelemetry import trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
-from opentelemetry.trace import Span
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.sampling import ParentBased
+from opentelemetry.trace import NonRecordingSpan, Span, SpanKind
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.core import HistogramMetricFamily, Metric
+
+from secstream.errors import ConfigError
+from secstream.tracecontext import format_traceparent, parse_traceparent
 
 logger = logging.getLogger(__name__)
 
@@ -42,13 +69,61 @@ LATENCY_BUCKETS: Final = (
     5.0,
     10.0,
 )
+DURATION_BUCKETS: Final = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0, 86400.0)
 RATE_LIMIT_KINDS: Final = ("client_frames", "publish", "handshake")
 AUTH_FAILURE_REASONS: Final = ("invalid_token", "forbidden")
 """The ``error_code`` of AuthError and Forbidden: pass ``{"reason": exc.error_code}``."""
 
 _LATENCY_NAME: Final = "secstream_delivery_latency"
-_LATENCY_FAMILY: Final = f"{_LATENCY_NAME}_seconds"
 _LATENCY_HELP: Final = "Seconds from an event's append to its send on a socket"
+_DURATION_NAME: Final = "secstream_connection_duration"
+_DURATION_HELP: Final = "Seconds a WebSocket connection stayed open"
+_EMPTY_HISTOGRAMS: Final = (
+    (f"{_LATENCY_NAME}_seconds", _LATENCY_HELP, LATENCY_BUCKETS),
+    (f"{_DURATION_NAME}_seconds", _DURATION_HELP, DURATION_BUCKETS),
+)
+
+
+_EXPORTERS: Final = ("otlp", "console", "none")
+_PROTOCOLS: Final = ("http/protobuf", "grpc")
+
+
+def trace_choice(env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(exporter, protocol) as the ``OTEL_*`` variables ask; ConfigError naming a bad one."""
+    env = os.environ if env is None else env
+    name = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    if not name:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT"
+        )
+        name = "otlp" if endpoint else "none"
+    if name not in _EXPORTERS:
+        raise ConfigError("OTEL_TRACES_EXPORTER", f"must be one of {', '.join(_EXPORTERS)}")
+    key = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+    if not env.get(key):
+        key = "OTEL_EXPORTER_OTLP_PROTOCOL"
+    protocol = (env.get(key) or "http/protobuf").strip()
+    if protocol not in _PROTOCOLS:
+        raise ConfigError(key, "must be http/protobuf or grpc")
+    return name, protocol
+
+
+def trace_exporter(env: Mapping[str, str] | None = None) -> SpanExporter | None:
+    """The exporter the ``OTEL_*`` variables ask for, or None."""
+    name, protocol = trace_choice(env)
+    if name == "none":
+        return None
+    if name == "console":
+        return ConsoleSpanExporter(out=sys.stdout)  # its default is bound at import
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcExporter,
+        )
+
+        return GrpcExporter()
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
 
 
 class Telemetry:
@@ -57,10 +132,16 @@ class Telemetry:
         *,
         connections_active: Callable[[], int],
         messages_delivered: Callable[[], int],
-        trace_console: bool | None = None,
+        exporter: SpanExporter | bool | None = True,
+        node: str | None = None,
     ) -> None:
-        """``trace_console`` None: on when the environment has SECSTREAM_TRACE_CONSOLE=1."""
-        resource = Resource.create({"service.name": "secstream"})
+        """``exporter`` True: the one the ``OTEL_*`` variables ask for; None/False: none.
+        ``node`` becomes the resource's ``service.instance.id``."""
+        resource = Resource.create({"service.instance.id": node} if node else {})
+        if not os.environ.get("OTEL_SERVICE_NAME") and str(
+            resource.attributes.get(SERVICE_NAME, "")
+        ).startswith("unknown_service"):
+            resource = resource.merge(Resource({SERVICE_NAME: "secstream"}))
         self._registry = CollectorRegistry(auto_describe=True)
         reader = PrometheusMetricReader(
             disable_target_info=True, scope_info_enabled=False, registry=self._registry
@@ -68,13 +149,19 @@ class Telemetry:
         self._meter_provider = MeterProvider(
             metric_readers=[reader], resource=resource, shutdown_on_exit=False
         )
+        # The sampler comes from OTEL_TRACES_SAMPLER (parent-based always-on by default).
         self._tracer_provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-        if trace_console is None:
-            trace_console = os.environ.get("SECSTREAM_TRACE_CONSOLE") == "1"
-        if trace_console:
-            exporter = ConsoleSpanExporter(out=sys.stdout)  # its default is bound at import
-            self._tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        chosen = trace_exporter() if exporter is True else exporter or None
+        self.exporting = chosen is not None
+        # With a parent-based sampler (the default), an event whose publish was not sampled
+        # gets no deliver span either: decide that from the flags, without the SDK's work.
+        self._parent_based = isinstance(self._tracer_provider.sampler, ParentBased)
+        if isinstance(chosen, ConsoleSpanExporter):
+            self._tracer_provider.add_span_processor(SimpleSpanProcessor(chosen))
+        elif chosen is not None:
+            self._tracer_provider.add_span_processor(BatchSpanProcessor(chosen))
         self._tracer = self._tracer_provider.get_tracer("secstream")
+        self._sessions: dict[str, Span] = {}
         meter = self._meter_provider.get_meter("secstream")
 
         # Counter names get ``_total`` and the histogram's unit ``s`` gets ``_seconds``
@@ -103,10 +190,11 @@ class Telemetry:
             unit="{connection}",
             description="Connections closed with 4009 as slow consumers",
         )
-        self.events_coalesced: Counter = meter.create_counter(
-            "secstream_events_coalesced",
-            unit="{event}",
-            description="test.progress events dropped for a newer one under pressure",
+        self.connection_duration: Histogram = meter.create_histogram(
+            _DURATION_NAME,
+            unit="s",
+            description=_DURATION_HELP,
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         )
         self.replayed: Counter = meter.create_counter(
             "secstream_events_replayed", unit="{event}", description="Events sent by replays"
@@ -131,7 +219,6 @@ class Telemetry:
         for counter in (
             self.events_published,
             self.slow_consumers,
-            self.events_coalesced,
             self.replayed,
             self.redis_errors,
         ):
@@ -143,12 +230,91 @@ class Telemetry:
 
     def render(self) -> tuple[bytes, str]:
         """Prometheus text exposition (format 0.0.4) and its content type."""
-        return generate_latest(_WithEmptyLatency(self._registry)), CONTENT_TYPE_PLAIN_0_0_4
+        return generate_latest(_WithEmptyHistograms(self._registry)), CONTENT_TYPE_PLAIN_0_0_4
 
     def span(self, name: str, **attributes: str | int) -> AbstractContextManager[Span]:
         return self._tracer.start_as_current_span(name, attributes=attributes)
 
+    @contextlib.contextmanager
+    def publish_span(
+        self, traceparent: str | None, *, events: int, event_type: str
+    ) -> Iterator[str | None]:
+        """``secstream.publish``, a child of ``traceparent`` when it is valid, else of the
+        current span; yields the traceparent to store with the events."""
+        parent = parse_traceparent(traceparent)
+        context = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
+        attributes: dict[str, str | int] = {
+            "secstream.events": events, "secstream.event_type": event_type
+        }
+        with self._tracer.start_as_current_span(
+            "secstream.publish", context=context, kind=SpanKind.PRODUCER, attributes=attributes
+        ) as span:
+            yield format_traceparent(span)
+
+    def deliver(
+        self,
+        event_id: str,
+        event_type: str,
+        traceparent: str,
+        recipients: int,
+        appended_at: float | None = None,
+    ) -> None:
+        """``secstream.deliver``: one span for one event's fan-out on this process, from
+        ``appended_at`` (the log's clock, from the event id) to its hand-off to the sockets."""
+        if not self.exporting:
+            return
+        if self._parent_based and traceparent[-1:] not in "13579bdf":
+            return  # not sampled: the flags' last hex digit is even
+        parent = parse_traceparent(traceparent)
+        if parent is None:
+            return
+        span = self._tracer.start_span(
+            "secstream.deliver",
+            context=trace.set_span_in_context(NonRecordingSpan(parent)),
+            kind=SpanKind.CONSUMER,
+            start_time=int(appended_at * 1e9) if appended_at is not None else None,
+            attributes={
+                "secstream.recipients": recipients,
+                "secstream.event_id": event_id,
+                "secstream.event_type": event_type,
+            },
+        )
+        span.end()
+
+    def session_started(self, connection_id: str, user: str, node: str) -> None:
+        self._sessions[connection_id] = self._tracer.start_span(
+            "secstream.session",
+            context=trace.set_span_in_context(trace.INVALID_SPAN),  # a root of its own
+            kind=SpanKind.SERVER,
+            attributes={
+                "secstream.connection_id": connection_id,
+                "enduser.id": user,
+                "secstream.node": node,
+            },
+        )
+
+    def session_ended(self, connection_id: str, code: int) -> None:
+        span = self._sessions.pop(connection_id, None)
+        if span is not None:
+            span.set_attribute("secstream.close_code", code)
+            span.end()
+
+    def replay_span(self, connection_id: str, subscription: str) -> AbstractContextManager[Span]:
+        """``secstream.replay``: a child of the connection's session span."""
+        session = self._sessions.get(connection_id)
+        context = trace.set_span_in_context(session) if session is not None else None
+        return self._tracer.start_as_current_span(
+            "secstream.replay",
+            context=context,
+            attributes={
+                "secstream.connection_id": connection_id,
+                "secstream.subscription": subscription,
+            },
+        )
+
     def shutdown(self) -> None:
+        for connection_id in list(self._sessions):
+            self.session_ended(connection_id, 1001)
         self._meter_provider.shutdown()
         self._tracer_provider.shutdown()
 
@@ -160,23 +326,22 @@ def _observe(read: Callable[[], int]) -> Callable[[CallbackOptions], Iterable[Ob
     return callback
 
 
-class _WithEmptyLatency:
-    """The registry's metrics, plus an empty latency histogram until one is recorded.
+class _WithEmptyHistograms:
+    """The registry's metrics, plus each histogram, empty, until one is recorded.
 
     OpenTelemetry exports a histogram only once it has a data point; the contract
-    wants the name in /metrics from the start.
+    wants the names in /metrics from the start.
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self._registry = registry
 
     def collect(self) -> Iterator[Metric]:
-        seen = False
+        seen: set[str] = set()
         for metric in self._registry.collect():
-            seen = seen or metric.name == _LATENCY_FAMILY
+            seen.add(metric.name)
             yield metric
-        if not seen:
-            buckets = [(str(b), 0.0) for b in LATENCY_BUCKETS] + [("+Inf", 0.0)]
-            yield HistogramMetricFamily(
-                _LATENCY_FAMILY, _LATENCY_HELP, buckets=buckets, sum_value=0.0
-            )
+        for name, help_text, bounds in _EMPTY_HISTOGRAMS:
+            if name not in seen:
+                buckets = [(str(b), 0.0) for b in bounds] + [("+Inf", 0.0)]
+                yield HistogramMetricFamily(name, help_text, buckets=buckets, sum_value=0.0)

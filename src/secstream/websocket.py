@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from secstream.audit import token_kid
 from secstream.connection import Connection, State
 from secstream.endpoints import authenticate, problem, service_of
 from secstream.entries import now_iso
@@ -79,39 +80,54 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     service = service_of(websocket)
     hub = service.hub
     address = websocket.client.host if websocket.client else "unknown"
-    if service.handshake_limits.exhausted(address) is not None:
-        return await _deny(websocket, 429, "rate_limited", "too many refused connection attempts")
-    if service.draining or not hub.accepting:
-        return await _deny(websocket, 503, "unavailable", "the server is shutting down")
-    if hub.full or hub.overloaded:
-        return await _deny(websocket, 503, "unavailable", "the server is at capacity; retry")
+    token, offered = _ws_token(websocket)
 
-    async def refuse(status: int, error: str, message: str, **extra: str) -> None:
-        """A refused handshake (400/401/403): the only kind limited per address."""
-        await service.handshake_limits.charge(address)
+    async def deny(
+        status: int, error: str, message: str, reason: str, **extra: str
+    ) -> None:
+        service.audit.record(
+            "ws.connect", "denied", address=address, reason=reason, status=status,
+            kid=token_kid(token),
+        )
         await _deny(websocket, status, error, message, **extra)
 
+    async def refuse(
+        status: int, error: str, message: str, reason: str, **extra: str
+    ) -> None:
+        """A refused handshake (400/401/403): the only kind limited per address."""
+        await service.handshake_limits.charge(address)
+        await deny(status, error, message, reason, **extra)
+
+    if service.handshake_limits.exhausted(address) is not None:
+        return await deny(
+            429, "rate_limited", "too many refused connection attempts", "rate_limited"
+        )
+    if service.draining or not hub.accepting:
+        return await deny(503, "unavailable", "the server is shutting down", "draining")
+    if hub.full or hub.overloaded:
+        return await deny(503, "unavailable", "the server is at capacity; retry", "overloaded")
     client_id = websocket.query_params.get("client_id")
     if client_id is not None and not _CLIENT_ID.fullmatch(client_id):
         message = "client_id must match [A-Za-z0-9_-]{1,64}"
-        return await refuse(400, "bad_request", message, field="client_id")
+        return await refuse(400, "bad_request", message, "bad client_id", field="client_id")
     origin = websocket.headers.get("origin")
     allowed = service.settings.allowed_origins
     if origin is not None and allowed and origin not in allowed:
-        return await refuse(403, "forbidden", "this Origin may not connect", field="Origin")
-    token, offered = _ws_token(websocket)
+        return await refuse(
+            403, "forbidden", "this Origin may not connect", "origin not allowed", field="Origin"
+        )
     try:
         principal = authenticate(service, token)
         service.auth.authorize_receiver(principal)
     except Forbidden as exc:
         service.telemetry.auth_failures.add(1, {"reason": "forbidden"})
-        return await refuse(403, exc.error_code, str(exc))
+        return await refuse(403, exc.error_code, str(exc), str(exc))
     except AuthError as exc:
-        return await refuse(401, exc.error_code, str(exc))
+        return await refuse(401, exc.error_code, str(exc), str(exc))
     slots = service.user_slots
     if not slots.acquire(principal.sub):
         message = f"this user has {slots.cap} connections open on this node already"
-        return await _deny(websocket, 429, "too_many_connections", message)
+        return await deny(429, "too_many_connections", message, "per-user cap")
     _when_done(lambda: slots.release(principal.sub))
 
     resume_from = await _resume_from(service, principal.sub, client_id)
@@ -139,6 +155,11 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         )
     )
     hub.add(conn)
+    service.opened(conn, address)
+    service.audit.record(
+        "ws.connect", "allowed", sub=principal.sub, address=address, connection_id=conn.id,
+        client_id=client_id, roles=sorted(principal.roles), kid=token_kid(token),
+    )
     session = Session(
         conn,
         hub,
@@ -149,6 +170,11 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         replay_limit=service.settings.replay_limit,
         on_rate_limited=lambda: service.refused("client_frames", principal.sub),
         on_replayed=lambda n: service.telemetry.replayed.add(n),
+        audit=lambda action, outcome, reason: service.audit.record(
+            action, outcome, sub=principal.sub, address=address, reason=reason,  # type: ignore[arg-type]
+            connection_id=conn.id,
+        ),
+        replay_span=lambda subscription: service.telemetry.replay_span(conn.id, subscription),
     )
     try:
         await session.run()
@@ -167,6 +193,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             # Only now: drain() waits for the hub to empty before uvicorn's own
             # shutdown, which would close what is left with 1012.
             hub.remove(conn)
+            service.closed(conn, address)  # audit ws.close, the connection registry
     return None
 
 

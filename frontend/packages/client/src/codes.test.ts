@@ -3,7 +3,7 @@ import { CLOSE_CODES, describeClose, describeHttpStatus } from './codes.js';
 
 describe('close code table', () => {
   it('reconnects on every contract close code', () => {
-    for (const code of [1001, 4001, 4002, 4008, 4009]) expect(CLOSE_CODES[code]?.reconnect).toBe(true);
+    for (const code of [1001, 4001, 4002, 4003, 4008, 4009]) expect(CLOSE_CODES[code]?.reconnect).toBe(true);
   });
   it('gets a new token on 4001 and waits longer on 4008', () => {
     expect(CLOSE_CODES[4001]?.refreshToken).toBe(true);
@@ -13,6 +13,7 @@ describe('close code table', () => {
     expect(describeClose(1006).error.kind).toBe('network');
     expect(describeClose(4001).error.kind).toBe('auth');
     expect(describeClose(1001).error.kind).toBe('server');
+    expect(describeClose(4003).error.message).toContain('administrator');
     expect(describeHttpStatus(401).kind).toBe('auth');
     expect(describeHttpStatus(403).kind).toBe('auth');
     expect(describeHttpStatus(503).kind).toBe('server');

@@ -11,6 +11,7 @@ export const WS_1011_INTERNAL_ERROR = 1011;
 export const WS_1012_SERVICE_RESTART = 1012;
 export const WS_4001_TOKEN_EXPIRED = 4001;
 export const WS_4002_HEARTBEAT_TIMEOUT = 4002;
+export const WS_4003_CLOSED_BY_ADMIN = 4003;
 export const WS_4008_RATE_LIMITED = 4008;
 export const WS_4009_SLOW_CONSUMER = 4009;
 
@@ -95,6 +96,14 @@ export const CLOSE_CODES: Readonly<Record<number, CloseCodeInfo>> = {
     WS_4002_HEARTBEAT_TIMEOUT,
     'The server stopped hearing from this browser (heartbeat timeout).',
     'Reconnecting automatically. A slow or sleeping network can cause this.',
+  ),
+  [WS_4003_CLOSED_BY_ADMIN]: info(
+    'closed_by_admin',
+    'server',
+    WS_4003_CLOSED_BY_ADMIN,
+    'An administrator closed this connection.',
+    'Reconnecting shortly; ask your administrator if it keeps happening.',
+    { minDelayMs: 2_000 },
   ),
   [WS_4008_RATE_LIMITED]: info(
     'rate_limited',

@@ -8,7 +8,9 @@ export type { LiveState, TestSummary, Finding, Alert } from './liveState.js';
 
 // -- components (styles: import '@secstream/react/styles.css') --------------
 export * from './components/ActiveTests.js';
+export * from './components/AdminConsole.js';
 export * from './components/AdminPanel.js';
+export * from './components/EventDetails.js';
 export * from './components/MaintenanceBanner.js';
 export * from './components/NotificationToast.js';
 export * from './components/RealTimeStatus.js';

@@ -7,6 +7,14 @@ const ev = (id: string, type: string, data: Record<string, unknown>, priority = 
   ({ ...envelope(id, type), data, priority }) as EventEnvelope;
 
 describe('reduceEvents', () => {
+  it("keeps each alert's and finding's traceparent for its details", () => {
+    const traced = { ...ev('1-0', 'system.alert', { title: 'Open port 23' }), traceparent: '00-' + 'a'.repeat(32) + '-' + 'b'.repeat(16) + '-01' };
+    const finding = { ...ev('2-0', 'system.alert', { title: 'XSS', test_id: 't' }), traceparent: '00-' + 'c'.repeat(32) + '-' + 'd'.repeat(16) + '-01' };
+    const s = reduceEvents(INITIAL_LIVE_STATE, [traced, finding, ev('3-0', 'system.alert', { title: 'untraced' })]);
+    expect(s.alerts.map((a) => a.traceparent)).toEqual([null, traced.traceparent]);
+    expect(s.findings[0]?.traceparent).toBe(finding.traceparent);
+  });
+
   it('tracks a test from start to completion', () => {
     let s = reduceEvents(INITIAL_LIVE_STATE, [
       ev('1-0', 'test.started', { test_id: 'a', module: 'network_recon' }),

@@ -42,6 +42,8 @@ export interface Finding {
   title: string;
   detail: string | null;
   timestamp: string;
+  /** The event's W3C traceparent, to look the event up in the tracing backend. */
+  traceparent: string | null;
 }
 
 export interface Alert {
@@ -50,6 +52,7 @@ export interface Alert {
   message: string | null;
   priority: Priority;
   timestamp: string;
+  traceparent: string | null;
 }
 
 export interface LiveState {
@@ -189,6 +192,7 @@ export function reduceEvents(state: LiveState, events: EventEnvelope[], limits =
             title: str(data['title']) ?? 'Finding',
             detail: str(data['message']),
             timestamp: e.timestamp,
+            traceparent: e.traceparent ?? null,
           };
           findings = [finding, ...findings].slice(0, limits.maxFindings);
           const t = tests[alertTest];
@@ -205,6 +209,7 @@ export function reduceEvents(state: LiveState, events: EventEnvelope[], limits =
             message: str(data['message']),
             priority: e.priority,
             timestamp: e.timestamp,
+            traceparent: e.traceparent ?? null,
           },
           ...alerts,
         ].slice(0, limits.maxAlerts);
@@ -295,6 +300,7 @@ export function findingsOf(e: EventEnvelope, testId: string | null): Finding[] {
       title: str(obj['title']) ?? str(obj['name']) ?? str(obj['type']) ?? 'Finding',
       detail: str(obj['detail']) ?? str(obj['description']) ?? str(obj['target']) ?? str(obj['host']),
       timestamp: e.timestamp,
+      traceparent: e.traceparent ?? null,
     };
   });
 }

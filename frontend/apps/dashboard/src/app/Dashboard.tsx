@@ -1,15 +1,18 @@
 import { useState } from 'react';
-import { ActiveTests } from '@secstream/react';
-import { AdminPanel } from '@secstream/react';
-import { StopTestButton } from '@secstream/react';
-import { MaintenanceBanner } from '@secstream/react';
-import { NotificationToast } from '@secstream/react';
-import { RealTimeStatus } from '@secstream/react';
-import { RecentFindings } from '@secstream/react';
-import { SystemStatusPanel } from '@secstream/react';
-import { TestOutputStreamer } from '@secstream/react';
-import { useRealTimeUpdates } from '@secstream/react';
-import { useWebSocket } from '@secstream/react';
+import {
+  ActiveTests,
+  AdminConsole,
+  AdminPanel,
+  StopTestButton,
+  MaintenanceBanner,
+  NotificationToast,
+  RealTimeStatus,
+  RecentFindings,
+  SystemStatusPanel,
+  TestOutputStreamer,
+  useRealTimeUpdates,
+  useWebSocket,
+} from '@secstream/react';
 import type { Session } from './auth';
 
 const OUTPUT_PANELS = 24;
@@ -116,6 +119,7 @@ export function Dashboard({
           </div>
         )}
       </section>
+      {session.roles.includes('admin') && <AdminConsole getToken={getToken} />}
       <NotificationToast />
     </div>
   );

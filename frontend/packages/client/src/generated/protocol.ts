@@ -89,6 +89,7 @@ export interface Event {
   };
   user_id: string | null;
   correlation_id: string | null;
+  traceparent?: string | null;
 }
 /**
  * A connection starts (``catching_up``) or ends (``live``) reading the log.
@@ -110,6 +111,7 @@ export interface ConnectionInfoEvent {
   };
   user_id: string | null;
   correlation_id: string | null;
+  traceparent?: string | null;
 }
 export interface Error {
   type: "error";
@@ -201,6 +203,7 @@ export interface SystemAlertEvent {
   data: SystemAlertData;
   user_id: string | null;
   correlation_id: string | null;
+  traceparent?: string | null;
 }
 export interface SystemMaintenanceEvent {
   type: "event";
@@ -213,6 +216,7 @@ export interface SystemMaintenanceEvent {
   };
   user_id: string | null;
   correlation_id: string | null;
+  traceparent?: string | null;
 }
 export interface SystemStatusEvent {
   type: "event";
@@ -225,6 +229,7 @@ export interface SystemStatusEvent {
   };
   user_id: string | null;
   correlation_id: string | null;
+  traceparent?: string | null;
 }
 export interface TestCancelledData {
   test_id: string;
@@ -245,6 +250,7 @@ export interface TestCancelledEvent {
   data: TestCancelledData;
   user_id: string | null;
   correlation_id: string | null;
+  traceparent?: string | null;
 }
 export interface TestCompletedData {
   test_id: string;
@@ -263,6 +269,7 @@ export interface TestCompletedEvent {
   data: TestCompletedData;
   user_id: string | null;
   correlation_id: string | null;
+  traceparent?: string | null;
 }
 export interface TestErrorData {
   test_id: string;
@@ -282,6 +289,7 @@ export interface TestErrorEvent {
   data: TestErrorData;
   user_id: string | null;
   correlation_id: string | null;
+  traceparent?: string | null;
 }
 export interface TestProgressData {
   test_id: string;
@@ -300,6 +308,7 @@ export interface TestProgressEvent {
   data: TestProgressData;
   user_id: string | null;
   correlation_id: string | null;
+  traceparent?: string | null;
 }
 export interface TestStartedData {
   test_id: string;
@@ -320,6 +329,7 @@ export interface TestStartedEvent {
   data: TestStartedData;
   user_id: string | null;
   correlation_id: string | null;
+  traceparent?: string | null;
 }
 export interface TokenExpiring {
   type: "token.expiring";
@@ -346,6 +356,7 @@ export interface UserNotificationEvent {
   };
   user_id: string | null;
   correlation_id: string | null;
+  traceparent?: string | null;
 }
 export interface Welcome {
   type: "welcome";

@@ -1,4 +1,5 @@
 import type { LiveState } from '../liveState.js';
+import { EventDetails } from './EventDetails.js';
 
 /** Newest findings and alerts, most severe highlighted. */
 export function RecentFindings({ live, max = 15 }: { live: LiveState; max?: number }) {
@@ -9,6 +10,7 @@ export function RecentFindings({ live, max = 15 }: { live: LiveState; max?: numb
       title: f.title,
       detail: f.detail ?? (f.testId ? `test ${f.testId}` : null),
       timestamp: f.timestamp,
+      traceparent: f.traceparent,
       kind: 'finding' as const,
     })),
     ...live.alerts.map((a) => ({
@@ -17,6 +19,7 @@ export function RecentFindings({ live, max = 15 }: { live: LiveState; max?: numb
       title: a.title,
       detail: a.message,
       timestamp: a.timestamp,
+      traceparent: a.traceparent,
       kind: 'alert' as const,
     })),
   ]
@@ -41,6 +44,7 @@ export function RecentFindings({ live, max = 15 }: { live: LiveState; max?: numb
                   {f.title}
                 </div>
                 {f.detail && <div className="findings__detail">{f.detail}</div>}
+                <EventDetails id={f.id} traceparent={f.traceparent} />
               </div>
               <time className="findings__time">{new Date(f.timestamp).toLocaleTimeString()}</time>
             </li>
