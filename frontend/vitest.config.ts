@@ -1,5 +1,5 @@
 import { defineConfig } from 'vitest/config';
-import { workspaceAliases } from './workspaceAliases';
+import { workspaceAliases } from './workspaceAliases.ts';
 
 export default defineConfig({
   resolve: { alias: workspaceAliases },

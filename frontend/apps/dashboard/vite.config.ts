@@ -1,6 +1,6 @@
 import react from '@vitejs/plugin-react';
 import { defineConfig } from 'vite';
-import { workspaceAliases } from '../../workspaceAliases';
+import { workspaceAliases } from '../../workspaceAliases.ts';
 
 const backend = process.env['SECSTREAM_BACKEND'] ?? 'http://127.0.0.1:8000';
 

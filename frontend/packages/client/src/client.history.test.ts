@@ -99,7 +99,7 @@ describe('since is used as given', () => {
         ws.send(JSON.stringify(line(`${100 + n}-0`, 100 + n)));
         // the first connection never finishes the history replay; the second and third do
         answerSubscribes(ws, (f) => (f['test_id'] === 't-1' && n > 1 ? { events: [line('1-0', 1)] } : null));
-        if (n < 3) setTimeout(() => ws.close(1001), 150);
+        if (n < 3) setTimeout(() => ws.close(1001), 400);
       },
     });
     const c = makeClient(server);
