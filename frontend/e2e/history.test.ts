@@ -96,10 +96,11 @@ describe('a dashboard opened while a test runs', () => {
 
     const panelB = b.locator(`[data-testid="test-output"][data-test-id="${testId}"]`);
     await panelB.waitFor({ timeout: 15_000 });
-    // line 1, published before this browser opened the page, is shown
+    // line 1, published before this browser opened the page, is shown (a live line may show
+    // first: the panel mounts on the test's next event, and its history slots in before it)
     const firstLine = await waitFor(
       'line 1 in the second browser',
-      async () => (await topLines(b, testId)).find((l) => l.seq === 0),
+      async () => (await topLines(b, testId)).find((l) => l.seq === 0 && l.text === publishedBefore[0]),
       15_000,
     );
     expect(firstLine.text).toBe(publishedBefore[0]);
