@@ -100,14 +100,13 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"secstream: bad setting {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    logs.configure(settings.log_format, settings.log_level, secrets=[settings.jwt_secret])
+    logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
     if settings.jwt_audience is None and not settings.demo:
         logger.warning(
             "SECSTREAM_JWT_AUDIENCE is not set: tokens that the same key signed for any "
             "other service are accepted here; set it to this service's audience"
         )
-
-    logs.configure(settings.log_format, settings.log_level, secrets=[settings.jwt_secret])
-    logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
     with _redis_for(settings) as settings:
         from secstream.app import create_app
         from secstream.server import uvicorn_config
