@@ -19,6 +19,7 @@ from secstream import endpoints
 from secstream.cancel_route import cancel_test
 from secstream.config import Settings
 from secstream.middleware import ForwardedHeader, SecurityHeaders, networks
+from secstream.rawsend import RawSend
 from secstream.service import Service
 from secstream.websocket import websocket_endpoint
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
     middleware = [Middleware(SecurityHeaders), Middleware(GZipMiddleware, minimum_size=1024)]
     if settings.trusted_proxies:
         middleware.insert(0, Middleware(ForwardedHeader, networks(settings.trusted_proxies)))
+    middleware.insert(0, Middleware(RawSend))  # outermost: it sees the server's own send
     app = Starlette(
         routes=_routes(settings.static_dir or WEB_DIR),
         lifespan=lifespan,

@@ -106,7 +106,6 @@ class Session:
         conn = self.conn
         tasks = [
             asyncio.create_task(self._read()),
-            asyncio.create_task(conn.run_sender()),
             asyncio.create_task(conn.closed.wait()),
         ]
         try:
