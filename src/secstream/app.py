@@ -19,7 +19,7 @@ from secstream import endpoints
 from secstream.cancel_route import cancel_test
 from secstream.config import Settings
 from secstream.middleware import ForwardedHeader, SecurityHeaders, networks
-from secstream.rawsend import RawSend
+from secstream.rawsend import DirectWebSocket
 from secstream.service import Service
 from secstream.websocket import websocket_endpoint
 
@@ -40,10 +40,14 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
             await service.drain()
             await service.stop()
 
-    middleware = [Middleware(SecurityHeaders), Middleware(GZipMiddleware, minimum_size=1024)]
+    middleware = [
+        # /ws skips the layers below it; it still has the client address from Forwarded.
+        Middleware(DirectWebSocket, "/ws", websocket_endpoint),
+        Middleware(SecurityHeaders),
+        Middleware(GZipMiddleware, minimum_size=1024),
+    ]
     if settings.trusted_proxies:
         middleware.insert(0, Middleware(ForwardedHeader, networks(settings.trusted_proxies)))
-    middleware.insert(0, Middleware(RawSend))  # outermost: it sees the server's own send
     app = Starlette(
         routes=_routes(settings.static_dir or WEB_DIR),
         lifespan=lifespan,

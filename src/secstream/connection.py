@@ -194,9 +194,10 @@ class Connection:
         self.subscriptions: dict[str, Subscription] = {}
         """Changed only through ``add_subscription`` and ``end_subscription``."""
         self._latest_subs = 0
-        self.past_subscriptions: deque[Subscription] = deque(maxlen=_PAST_SUBSCRIPTIONS)
+        self.past_subscriptions: list[Subscription] = []
+        """The newest ``_PAST_SUBSCRIPTIONS`` ended ones."""
         self.keys: dict[tuple[str, str | None], int] = {}
-        self.replays: deque[ReplayJob] = deque()
+        self.replays: list[ReplayJob] = []
         self.missed = 0
         """Events the hub skipped while this connection was reading (they are in the log)."""
         self.sent = 0
@@ -213,10 +214,12 @@ class Connection:
         """The task finishing a send the socket did not take at once, if one is."""
         self._outbox: deque[_Out] = deque()
         self._latest: dict[str, _Out] = {}
-        self._room = asyncio.Event()
-        self._room.set()
-        self.closed = asyncio.Event()
-        """Set by ``close``, or when the socket failed (the session ends either way)."""
+        self._full = False
+        """The queue reached half its limit; a reader waits for room (``wait_for_room``)."""
+        self._room: asyncio.Future[None] | None = None
+        self.ended = False
+        """``close`` was called, or the socket failed."""
+        self._on_end: Callable[[], object] | None = None
         self._next_sub = 0
 
     # -- subscriptions -----------------------------------------------------------
@@ -238,6 +241,8 @@ class Connection:
         self._latest_subs -= sub.latest
         sub.covers_until = until
         self.past_subscriptions.append(sub)
+        if len(self.past_subscriptions) > _PAST_SUBSCRIPTIONS:
+            del self.past_subscriptions[0]
         return True
 
     def replace_principal(self, principal: Principal) -> None:
@@ -378,7 +383,7 @@ class Connection:
         self._outbox.append(item)
         self.queued_bytes += len(item.text)
         if self.queued_bytes >= self.max_queue_bytes // 2:
-            self._room.clear()
+            self._full = True
         self._want_flush()
 
     def _want_flush(self) -> None:
@@ -388,8 +393,16 @@ class Connection:
 
     async def wait_for_room(self) -> None:
         """Until the queue is below half the limit: the socket took the previous page."""
-        while self.state is State.OPEN and not self._room.is_set():
-            await self._room.wait()
+        while self.state is State.OPEN and self._full:
+            if self._room is None:
+                self._room = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._room)
+
+    def _made_room(self) -> None:
+        self._full = False
+        room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_result(None)
 
     def _drop_replaced(self) -> bool:
         """Drop replaced items at the head of the queue; whether anything is left."""
@@ -463,16 +476,27 @@ class Connection:
         self.sent += events
         self._counters.delivered += events
         self._waiting_since = time.monotonic() if self._outbox else None
-        if self.queued_bytes < self.max_queue_bytes // 2:
-            self._room.set()
+        if self._full and self.queued_bytes < self.max_queue_bytes // 2:
+            self._made_room()
 
     def _sent_all(self) -> None:
         self._waiting_since = None
-        self._room.set()
+        if self._full:
+            self._made_room()
 
     def _lost(self) -> None:
         """A send failed: the client has gone. The session ends and finishes us."""
-        self.closed.set()
+        self._end()
+
+    def when_ended(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once, when ``close`` is called or the socket fails."""
+        self._on_end = callback
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            if self._on_end is not None:
+                self._on_end()
 
     # -- heartbeats and token expiry ---------------------------------------------------
 
@@ -522,8 +546,8 @@ class Connection:
         self.queued_bytes = sum(len(i.text) for i in self._outbox)
         if self._sending is not None:
             self._sending.cancel()
-        self._room.set()
-        self.closed.set()
+        self._made_room()
+        self._end()
 
     def finish(self) -> None:
         """The socket is gone: nothing more is queued or sent."""
