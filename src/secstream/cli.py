@@ -20,6 +20,7 @@ import uvicorn
 
 from secstream.config import Settings
 from secstream.errors import ConfigError, EventInvalid, LogUnavailable
+from secstream.workers import MAX_WORKERS, reuse_port_socket, supervise
 
 logger = logging.getLogger("secstream")
 
@@ -36,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve.add_argument("--redis-url")
     serve.add_argument("--demo", action="store_true", default=None)
     serve.add_argument("--log-level", default=os.environ.get("SECSTREAM_LOG_LEVEL", "info"))
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing the port (SO_REUSEPORT), one Redis")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     publish = commands.add_parser("publish", help="append one event to the log")
     publish.add_argument("--redis-url", default=os.environ.get("SECSTREAM_REDIS_URL"))
@@ -85,6 +89,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"secstream: bad setting {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if not 1 <= args.workers <= MAX_WORKERS:
+        print(f"secstream: --workers must be 1 to {MAX_WORKERS}", file=sys.stderr)
+        return EXIT_CONFIG
     if settings.jwt_audience is None and not settings.demo:
         logger.warning(
             "SECSTREAM_JWT_AUDIENCE is not set: tokens that the same key signed for any "
@@ -94,14 +101,23 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
     for name in ("uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).addFilter(_RedactTokens())
+    embedded = settings.redis_url is None
     with _redis_for(settings) as settings:
+        if args.workers > 1:
+            passed = ["--log-level", args.log_level] + (["--demo"] if args.demo else [])
+            if embedded:  # a URL from the environment reaches the workers the same way
+                passed += ["--redis-url", str(settings.redis_url)]
+            return supervise(args.workers, settings.host, settings.port, passed)
         from secstream.app import create_app
         from secstream.server import uvicorn_config
 
         app = create_app(settings)
         server = _Server(uvicorn_config(app, settings, log_level=args.log_level))
         _tune_gc()
-        server.run()
+        if args.reuse_port:  # one of --workers: the parent holds the same port
+            server.run(sockets=[reuse_port_socket(settings.host, settings.port)])
+        else:
+            server.run()
         return 0 if server.started or server.should_exit else 1
 
 
