@@ -162,6 +162,14 @@ class _Out:
 
 
 class Connection:
+    # Thousands of these live at once: no per-instance dict.
+    __slots__ = ("_counters", "_flush_wanted", "_full", "_latest", "_latest_subs", "_load",
+        "_next_sub", "_on_end", "_on_reading", "_outbox", "_room", "_sending", "_waiting_since",
+        "_writer", "awaiting_pong_since", "behind_notified", "client_id", "close_code",
+        "connected_at", "ended", "id", "keys", "max_queue_bytes", "missed", "mode", "next_ping",
+        "past_subscriptions", "position", "principal", "queued_bytes", "received", "replays",
+        "sent", "socket", "state", "subscriptions", "warned_for_exp")
+
     def __init__(
         self,
         socket: Socket,
