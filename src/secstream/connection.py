@@ -311,7 +311,10 @@ class Connection:
             self.queued_bytes += len(notice)
             self._want_flush()
             return
-        self.push(entry)
+        if self._latest_subs:
+            self.push(entry)
+        else:
+            self._push(_Out(entry.frame, entry))
 
     def request_replay(self, job: ReplayJob, position: Offset | None) -> None:
         """Queue a subscription's replay; live events wait until it is done.
@@ -433,6 +436,8 @@ class Connection:
         first = self._pop()
         if first.entry is None:
             return first.text, 0
+        if not self._outbox:  # the usual case below load: one event, one frame
+            return first.text, 1
         parts = [first.text]
         size = len(first.text)
         while len(parts) < MAX_BATCH_EVENTS and size < MAX_BATCH_BYTES and self._drop_replaced():
