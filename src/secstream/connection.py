@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 LOAD_LINGER_SECONDS = 0.05
 """Under load, how long queued frames wait for more events to batch."""
+WRITER_SLICE_SECONDS = 0.02
+"""Longest run of sends in one writer pass before the event loop gets a turn."""
 MAX_BATCH_EVENTS = 500
 MAX_BATCH_BYTES = 256 * 1024
 _PAST_SUBSCRIPTIONS = 32
@@ -94,7 +96,14 @@ class Writer:
     def run(self) -> None:
         self._armed = False
         queued, self._queued = self._queued, []
-        for conn in queued:
+        started = time.monotonic()
+        for i, conn in enumerate(queued):
+            if i % 256 == 255 and time.monotonic() - started > WRITER_SLICE_SECONDS:
+                # The event loop gets a turn (heartbeats, reads); the rest go first next pass.
+                self._queued = queued[i:] + self._queued
+                self._armed = True
+                asyncio.get_running_loop().call_soon(self.run)
+                return
             try:
                 conn.flush()
             except Exception:
