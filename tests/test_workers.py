@@ -103,3 +103,11 @@ def test_workers_out_of_range_is_a_clear_error(tmp_path: Path) -> None:
     done = subprocess.run(node.argv, env=node.env, capture_output=True, timeout=60)
     assert done.returncode == 2
     assert b"--workers must be 1 to 64" in done.stderr
+
+
+def test_workers_with_demo_is_refused(tmp_path: Path) -> None:
+    """Each demo process would sign tokens with a key of its own."""
+    node = ServeProcess(tmp_path, "redis://127.0.0.1:1", extra=["--workers", "2", "--demo"])
+    done = subprocess.run(node.argv, env=node.env, capture_output=True, timeout=60)
+    assert done.returncode == 2
+    assert b"--workers needs a shared JWT key" in done.stderr

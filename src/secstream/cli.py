@@ -95,6 +95,11 @@ def _serve(args: argparse.Namespace) -> int:
     if not 1 <= args.workers <= MAX_WORKERS:
         print(f"secstream: --workers must be 1 to {MAX_WORKERS}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.workers > 1 and settings.demo:
+        # Each demo process signs with a key of its own: a token would work on one worker.
+        print("secstream: --demo runs one process; --workers needs a shared JWT key",
+              file=sys.stderr)
+        return EXIT_CONFIG
     if settings.jwt_audience is None and not settings.demo:
         logger.warning(
             "SECSTREAM_JWT_AUDIENCE is not set: tokens that the same key signed for any "
