@@ -65,13 +65,11 @@ def _seq(event_id: str) -> int:
 def _subscribe(conn: Connection, *, latest: bool = False, test_id: str | None = None) -> None:
     types = frozenset({"test.progress", "system.alert", "system.status"})
     sub = Subscription(conn.new_subscription_id(), ["*"], types, test_id, (0, 0), latest=latest)
-    conn.subscriptions[sub.id] = sub
+    conn.add_subscription(sub)
 
 
 async def _drain(conn: Connection) -> None:
-    sender = asyncio.create_task(conn.run_sender())
-    await asyncio.sleep(0.01)
-    sender.cancel()
+    await asyncio.sleep(0.01)  # the writer's pass sends what is queued
 
 
 async def test_without_latest_every_progress_event_is_kept() -> None:
@@ -180,13 +178,10 @@ async def test_under_load_a_sender_waits_so_more_events_share_a_frame() -> None:
             load=_Load(under_load),
         )
         _subscribe(conn)
-        sender = asyncio.create_task(conn.run_sender())
-        await asyncio.sleep(0)
         conn.push(_entry(1, "system.status"))
         await asyncio.sleep(0.01)  # a normal sender has sent event 1 alone by now
         for seq in range(2, 6):
             conn.push(_entry(seq, "system.status"))
         await asyncio.sleep(0.1)
-        sender.cancel()
         assert len(socket.frames) == expected_frames, (under_load, socket.frames)
         assert [_seq(e["id"]) for e in _events(socket.frames)] == [1, 2, 3, 4, 5]

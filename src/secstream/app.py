@@ -19,6 +19,7 @@ from secstream import admin, endpoints
 from secstream.cancel_route import cancel_test
 from secstream.config import Settings
 from secstream.middleware import ForwardedHeader, SecurityHeaders, networks
+from secstream.rawsend import DirectWebSocket
 from secstream.service import Service
 from secstream.websocket import websocket_endpoint
 
@@ -39,7 +40,12 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
             await service.drain()
             await service.stop()
 
-    middleware = [Middleware(SecurityHeaders), Middleware(GZipMiddleware, minimum_size=1024)]
+    middleware = [
+        # /ws skips the layers below it; it still has the client address from Forwarded.
+        Middleware(DirectWebSocket, "/ws", websocket_endpoint),
+        Middleware(SecurityHeaders),
+        Middleware(GZipMiddleware, minimum_size=1024),
+    ]
     if settings.trusted_proxies:
         middleware.insert(0, Middleware(ForwardedHeader, networks(settings.trusted_proxies)))
     app = Starlette(

@@ -44,7 +44,28 @@ from secstream.redis_server import RedisServer, free_port
 
 SECRET = "bench-secret-bench-secret-bench-secret"
 STEADY_RATE = 50
-"""Events per second in the latency-below-capacity run, each to every connection."""
+"""Events per second in the latency-below-capacity run, each to every connection
+(the peer harness's ``fanout@50``: one event per append, at a fixed rate)."""
+STEADY_SECONDS = 5.0
+SAMPLED = 20
+"""Clients per group that parse every frame: latency, and every event's ``seq`` in order."""
+
+
+@dataclass
+class SeqCheck:
+    """Events of one run arrive numbered 0, 1, 2...: a skipped number is a gap, an old
+    one a duplicate."""
+
+    expected: int = 0
+    gaps: int = 0
+    duplicates: int = 0
+
+    def see(self, seq: int) -> None:
+        if seq < self.expected:
+            self.duplicates += 1
+            return
+        self.gaps += seq - self.expected
+        self.expected = seq + 1
 
 
 @dataclass
@@ -62,8 +83,13 @@ class Round:
     caught_up: int = 0
     """Times a client fell behind its queue and caught up from the log."""
     steady_latencies: list[float] = field(default_factory=list)
+    steady_rate: float = STEADY_RATE
+    steady_cpu_per_delivery: float = 0.0
     server_cpu: float = 0.0
     client_cpu: float = 0.0
+    gaps: int = 0
+    duplicates: int = 0
+    """Seen by the sampled clients, over every run of the round."""
 
     @property
     def deliveries_per_second(self) -> float:
@@ -93,6 +119,7 @@ class _Client:
         self.done = asyncio.Event()
         self.target = 0
         self.sample = False
+        self.seq = SeqCheck()
 
     async def run(self) -> None:
         async for frame in self.ws:
@@ -109,6 +136,7 @@ class _Client:
                 msg = json.loads(text)
                 for e in msg["events"] if msg["type"] == "batch" else [msg]:
                     self.latencies.append(now - e["data"]["sent_at"])
+                    self.seq.see(e["data"]["seq"])
             self.count += n
             if self.count >= self.target:
                 self.done.set()
@@ -137,13 +165,19 @@ async def _clients(pipe: Connection, ws_url: str, token: str) -> None:
         elif command == "expect":
             members = groups[group]
             for i, c in enumerate(members):
-                c.target, c.count, c.caught_up, c.sample = n, 0, 0, i < 20
+                c.target, c.count, c.caught_up, c.sample = n, 0, 0, i < SAMPLED
+                c.seq = SeqCheck()
                 c.latencies.clear()
                 c.done.clear()
             pipe.send("ready")
             await asyncio.wait_for(asyncio.gather(*(c.done.wait() for c in members)), 300)
+            # A client that got all its events may still be short of them in order:
+            # the end of the count is not the end of the check.
+            sampled = [c for c in members if c.sample]
             pipe.send((time.time(), [x for c in members for x in c.latencies],
-                       sum(c.caught_up for c in members)))
+                       sum(c.caught_up for c in members),
+                       sum(c.seq.gaps + max(0, n - c.seq.expected) for c in sampled),
+                       sum(c.seq.duplicates for c in sampled)))
         elif command == "close":
             await asyncio.gather(*(c.ws.close() for c in groups.pop(group, [])),
                                  return_exceptions=True)
@@ -215,7 +249,7 @@ def _traceparent() -> str | None:
 
 async def _deliver(
     redis_url: str, remote: _Remote, group: str, events: int, server_pid: int,
-    rate: float | None = None,
+    rate: float | None = None, per_append: int = 10,
 ) -> Round:
     """Publish ``events`` for test ``group``; how long until every client there had all,
     and the CPU time the server and the client process spent meanwhile."""
@@ -224,26 +258,29 @@ async def _deliver(
     cpu_before = _cpu_seconds(server_pid), _cpu_seconds(remote.pid)
     started = time.time()
     async with Publisher(redis_url) as pub:
-        for first in range(0, events, 10):
-            if rate is not None:  # paced: batch n leaves at n * 10 / rate seconds
+        for first in range(0, events, per_append):
+            if rate is not None:  # paced: append n leaves at n * per_append / rate seconds
                 await asyncio.sleep(max(0.0, started + first / rate - time.time()))
             await pub.log.append([
                 PublishRequest("test.progress", {
-                    "test_id": group, "progress": i % 100, "sent_at": time.time(),
+                    "test_id": group, "progress": i % 100, "seq": i, "sent_at": time.time(),
                     "output": f"Discovered open port {i % 65535}/tcp on 192.168.1.{i % 254}",
                 })
-                for i in range(first, min(events, first + 10))
+                for i in range(first, min(events, first + per_append))
             ], traceparent=_traceparent())
-    done_at, latencies, caught_up = await waiting
+    done_at, latencies, caught_up, gaps, duplicates = await waiting
     return Round(
         0, events, done_at - started, latencies=latencies, caught_up=caught_up,
+        gaps=gaps, duplicates=duplicates,
         server_cpu=_cpu_seconds(server_pid) - cpu_before[0],
         client_cpu=_cpu_seconds(remote.pid) - cpu_before[1],
     )
 
 
 async def _round(base: str, ws_url: str, redis_url: str, pid: int, conns: int, events: int,
-                 token: str, publisher_token: str, remote: _Remote) -> Round:
+                 token: str, publisher_token: str, remote: _Remote,
+                 steady_rate: float = STEADY_RATE,
+                 steady_seconds: float = STEADY_SECONDS) -> Round:
     tag = uuid.uuid4().hex[:6]
     rss_before = _rss_kib(pid)
     await remote.acall("connect", f"fanout-{tag}", conns)
@@ -253,11 +290,16 @@ async def _round(base: str, ws_url: str, redis_url: str, pid: int, conns: int, e
     await remote.acall("close", f"fanout-{tag}")
     result.connections = conns
     result.rss_per_connection = (rss_after - rss_before) / max(1, conns)
-    # Latency below capacity: the same sockets, events paced at STEADY_RATE per second.
+    # Latency below capacity: the same sockets, one event per append at a fixed rate.
     await remote.acall("connect", f"steady-{tag}", conns)
-    steady = await _deliver(redis_url, remote, f"steady-{tag}", STEADY_RATE * 5, pid,
-                            rate=STEADY_RATE)
+    steady_events = max(1, round(steady_rate * steady_seconds))
+    steady = await _deliver(redis_url, remote, f"steady-{tag}", steady_events, pid,
+                            rate=steady_rate, per_append=1)
     result.steady_latencies = steady.latencies
+    result.steady_rate = steady_rate
+    result.steady_cpu_per_delivery = steady.server_cpu / (conns * steady_events)
+    result.gaps += steady.gaps
+    result.duplicates += steady.duplicates
     await remote.acall("close", f"steady-{tag}")
     # Isolation: 10 receivers alone, then the same 10 beside conns-10 non-matching ones.
     await remote.acall("connect", f"few-{tag}", 10)
@@ -359,6 +401,10 @@ def _server(env_extra: dict[str, str] | None = None) -> Iterator[tuple[str, str,
 def run_bench(args: argparse.Namespace) -> int:
     if args.churn:
         return run_churn(args)
+    if not 0 < args.steady_rate <= 100_000 or not 0 < args.steady_seconds <= 3600:
+        print("secstream bench: --steady-rate must be in (0, 100000] and --steady-seconds "
+              "in (0, 3600]", file=sys.stderr)
+        return 2
     sink = _OtlpSink() if args.trace_ratio is not None else None
     env: dict[str, str] = {}
     if sink is not None:
@@ -377,7 +423,8 @@ def run_bench(args: argparse.Namespace) -> int:
             try:
                 rounds = [
                     asyncio.run(_round(base, ws_url, redis_url, pid, args.connections,
-                                       args.events, token, pub_token, remote))
+                                       args.events, token, pub_token, remote, args.steady_rate,
+                                       args.steady_seconds))
                     for _ in range(args.rounds)
                 ]
             finally:
@@ -526,9 +573,13 @@ def _report(rounds: list[Round]) -> str:
         ("deliveries per second (median)", f"{med(r.deliveries_per_second for r in rounds):,.0f}"),
         ("events per second through the whole path (median)",
          f"{med(r.events / r.deliver_seconds for r in rounds):,.0f}"),
-        (f"publish to client latency at {STEADY_RATE} events/s to every connection "
-         f"({STEADY_RATE * r0.connections:,} deliveries/s), p50 / p95 / p99",
+        (f"publish to client latency at {r0.steady_rate:g} events/s, one per append, to every "
+         f"connection ({r0.steady_rate * r0.connections:,.0f} deliveries/s), p50 / p95 / p99",
          f"{p(0.5, steady):.1f} / {p(0.95, steady):.1f} / {p(0.99, steady):.1f} ms"),
+        (f"server CPU per delivery at {r0.steady_rate:g} events/s (median)",
+         f"{med(1e6 * r.steady_cpu_per_delivery for r in rounds):.2f} µs"),
+        (f"gaps / duplicates seen by {SAMPLED} clients checking every event's order (all rounds)",
+         f"{sum(r.gaps for r in rounds)} / {sum(r.duplicates for r in rounds)}"),
         ("publish to client latency in the burst above (queueing), p50 / p99",
          f"{p(0.5):.0f} / {p(0.99):.0f} ms"),
         ("server memory per idle subscribed connection (first round: a fresh process)",

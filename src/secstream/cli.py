@@ -21,6 +21,7 @@ from secstream import logs
 from secstream.config import Settings
 from secstream.errors import ConfigError, EventInvalid, LogUnavailable
 from secstream.logs import LOG_LEVELS
+from secstream.workers import MAX_WORKERS, reuse_port_socket, supervise
 
 logger = logging.getLogger("secstream")
 
@@ -37,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     serve.add_argument("--redis-url")
     serve.add_argument("--demo", action="store_true", default=None)
     serve.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower)
+    serve.add_argument("--workers", type=int, default=1,
+                       help="server processes sharing the port (SO_REUSEPORT), one Redis")
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
     publish = commands.add_parser("publish", help="append one event to the log")
     publish.add_argument("--redis-url", default=os.environ.get("SECSTREAM_REDIS_URL"))
@@ -51,6 +55,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench.add_argument("--events", type=int, default=2000)
     bench.add_argument("--rounds", type=int, default=3)
     bench.add_argument("--out", type=Path)
+    bench.add_argument("--steady-rate", type=float, default=50,
+                       help="events per second in the fixed-rate latency run")
+    bench.add_argument("--steady-seconds", type=float, default=5)
     bench.add_argument("--churn", action="store_true",
                        help="clients reconnecting at random while events are published")
     bench.add_argument("--rate", type=float, default=1000, help="--churn: events per second")
@@ -110,12 +117,26 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     logs.configure(settings.log_format, settings.log_level, secrets=[settings.jwt_secret])
     logging.getLogger("uvicorn.error").addFilter(_DenialNoise())
+    if not 1 <= args.workers <= MAX_WORKERS:
+        print(f"secstream: --workers must be 1 to {MAX_WORKERS}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.workers > 1 and settings.demo:
+        # Each demo process signs with a key of its own: a token would work on one worker.
+        print("secstream: --demo runs one process; --workers needs a shared JWT key",
+              file=sys.stderr)
+        return EXIT_CONFIG
     if settings.jwt_audience is None and not settings.demo:
         logger.warning(
             "SECSTREAM_JWT_AUDIENCE is not set: tokens that the same key signed for any "
             "other service are accepted here; set it to this service's audience"
         )
+    embedded = settings.redis_url is None
     with _redis_for(settings) as settings:
+        if args.workers > 1:
+            passed = ["--log-level", settings.log_level] + (["--demo"] if args.demo else [])
+            if embedded:  # a URL from the environment reaches the workers the same way
+                passed += ["--redis-url", str(settings.redis_url)]
+            return supervise(args.workers, settings.host, settings.port, passed)
         from secstream.app import create_app
         from secstream.server import uvicorn_config
 
@@ -125,7 +146,10 @@ def _serve(args: argparse.Namespace) -> int:
             uvicorn_config(app, settings, log_level=settings.log_level, log_config=None)
         )
         _tune_gc()
-        server.run()
+        if args.reuse_port:  # one of --workers: the parent holds the same port
+            server.run(sockets=[reuse_port_socket(settings.host, settings.port)])
+        else:
+            server.run()
         return 0 if server.started or server.should_exit else 1
 
 

@@ -18,19 +18,29 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from secstream import eager
 from secstream.auth import Principal
 from secstream.entries import StreamEntry
-from secstream.errors import WS_1000_NORMAL_CLOSURE, WS_4009_SLOW_CONSUMER
+from secstream.errors import (
+    WS_1000_NORMAL_CLOSURE,
+    WS_1011_INTERNAL_ERROR,
+    WS_4009_SLOW_CONSUMER,
+)
 from secstream.protocol import ConnectionInfo, Ref, TokenExpiring, encode, parse_offset
 from secstream.types import Offset
 
+logger = logging.getLogger(__name__)
+
 LOAD_LINGER_SECONDS = 0.05
-"""Under load, how long a woken sender waits for more events to batch."""
+"""Under load, how long queued frames wait for more events to batch."""
+WRITER_SLICE_SECONDS = 0.02
+"""Longest run of sends in one writer pass before the event loop gets a turn."""
 MAX_BATCH_EVENTS = 500
 MAX_BATCH_BYTES = 256 * 1024
 _PAST_SUBSCRIPTIONS = 32
@@ -59,6 +69,46 @@ class Mode(enum.Enum):
 class Load(Protocol):
     @property
     def overloaded(self) -> bool: ...
+
+
+class Writer:
+    """One pass that sends what every connection has queued, run once per turn of the
+    event loop after frames were queued (under load, ``LOAD_LINGER_SECONDS`` later, so
+    frames are fewer and wider). A send the socket takes at once needs no task; only a
+    socket that pushes back gets one, until it has taken its queue."""
+
+    __slots__ = ("_armed", "_queued")
+
+    def __init__(self) -> None:
+        self._queued: list[Connection] = []
+        self._armed = False
+
+    def want(self, conn: Connection, linger: bool) -> None:
+        self._queued.append(conn)
+        if not self._armed:
+            self._armed = True
+            loop = asyncio.get_running_loop()
+            if linger:
+                loop.call_later(LOAD_LINGER_SECONDS, self.run)
+            else:
+                loop.call_soon(self.run)
+
+    def run(self) -> None:
+        self._armed = False
+        queued, self._queued = self._queued, []
+        started = time.monotonic()
+        for i, conn in enumerate(queued):
+            if i % 256 == 255 and time.monotonic() - started > WRITER_SLICE_SECONDS:
+                # The event loop gets a turn (heartbeats, reads); the rest go first next pass.
+                self._queued = queued[i:] + self._queued
+                self._armed = True
+                asyncio.get_running_loop().call_soon(self.run)
+                return
+            try:
+                conn.flush()
+            except Exception:
+                logger.exception("sending to a connection failed")
+                conn.close(WS_1011_INTERNAL_ERROR)
 
 
 class Counters:
@@ -121,6 +171,14 @@ class _Out:
 
 
 class Connection:
+    # Thousands of these live at once: no per-instance dict.
+    __slots__ = ("_counters", "_flush_wanted", "_full", "_latest", "_latest_subs", "_load",
+        "_next_sub", "_on_end", "_on_reading", "_outbox", "_room", "_sending", "_waiting_since",
+        "_writer", "awaiting_pong_since", "behind_notified", "client_id", "close_code",
+        "connected_at", "ended", "id", "keys", "max_queue_bytes", "missed", "mode", "next_ping",
+        "past_subscriptions", "position", "principal", "queued_bytes", "received", "replays",
+        "sent", "socket", "state", "subscriptions", "warned_for_exp")
+
     def __init__(
         self,
         socket: Socket,
@@ -131,6 +189,7 @@ class Connection:
         max_queue_bytes: int,
         load: Load | None = None,
         counters: Counters | None = None,
+        writer: Writer | None = None,
     ) -> None:
         self.socket = socket
         self.principal = principal
@@ -139,6 +198,7 @@ class Connection:
         self.max_queue_bytes = max_queue_bytes
         self._load = load
         self._counters = counters or Counters()
+        self._writer = writer or Writer()
         self._on_reading: Callable[[], None] | None = None
         self.state = State.OPEN
         self.mode = Mode.LIVE
@@ -149,9 +209,12 @@ class Connection:
         self.close_code: int = WS_1000_NORMAL_CLOSURE
         self.connected_at = time.time()
         self.subscriptions: dict[str, Subscription] = {}
-        self.past_subscriptions: deque[Subscription] = deque(maxlen=_PAST_SUBSCRIPTIONS)
+        """Changed only through ``add_subscription`` and ``end_subscription``."""
+        self._latest_subs = 0
+        self.past_subscriptions: list[Subscription] = []
+        """The newest ``_PAST_SUBSCRIPTIONS`` ended ones."""
         self.keys: dict[tuple[str, str | None], int] = {}
-        self.replays: deque[ReplayJob] = deque()
+        self.replays: list[ReplayJob] = []
         self.missed = 0
         """Events the hub skipped while this connection was reading (they are in the log)."""
         self.sent = 0
@@ -163,13 +226,17 @@ class Connection:
         """The ``exp`` a ``token.expiring`` was sent for: one warning per token expiry."""
         self._waiting_since: float | None = None
         """Since when (monotonic) frames have waited with no byte accepted, if they do."""
-        self._sending = False
+        self._flush_wanted = False
+        self._sending: asyncio.Task[None] | None = None
+        """The task finishing a send the socket did not take at once, if one is."""
         self._outbox: deque[_Out] = deque()
         self._latest: dict[str, _Out] = {}
-        self._wakeup = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self.closed = asyncio.Event()
+        self._full = False
+        """The queue reached half its limit; a reader waits for room (``wait_for_room``)."""
+        self._room: asyncio.Future[None] | None = None
+        self.ended = False
+        """``close`` was called, or the socket failed."""
+        self._on_end: Callable[[], object] | None = None
         self._next_sub = 0
 
     # -- subscriptions -----------------------------------------------------------
@@ -182,13 +249,17 @@ class Connection:
         if sub.id in self.subscriptions:
             raise RuntimeError(f"subscription {sub.id} exists")
         self.subscriptions[sub.id] = sub
+        self._latest_subs += sub.latest
 
     def end_subscription(self, sub: Subscription, until: Key) -> bool:
         """Stop ``sub``; it covered events up to ``until``. Whether it was current."""
         if self.subscriptions.pop(sub.id, None) is None:
             return False
+        self._latest_subs -= sub.latest
         sub.covers_until = until
         self.past_subscriptions.append(sub)
+        if len(self.past_subscriptions) > _PAST_SUBSCRIPTIONS:
+            del self.past_subscriptions[0]
         return True
 
     def replace_principal(self, principal: Principal) -> None:
@@ -247,9 +318,12 @@ class Connection:
             notice = encode(ConnectionInfo(state="catching_up", behind=waiting))
             self._outbox.appendleft(_Out(notice, None))
             self.queued_bytes += len(notice)
-            self._wakeup.set()
+            self._want_flush()
             return
-        self.push(entry)
+        if self._latest_subs:
+            self.push(entry)
+        else:
+            self._push(_Out(entry.frame, entry))
 
     def request_replay(self, job: ReplayJob, position: Offset | None) -> None:
         """Queue a subscription's replay; live events wait until it is done.
@@ -302,7 +376,12 @@ class Connection:
         if self.state is not State.OPEN:
             return
         item = _Out(entry.frame, entry)
-        if entry.event_type == "test.progress" and entry.test_id and self._latest_only(entry):
+        if (
+            self._latest_subs
+            and entry.event_type == "test.progress"
+            and entry.test_id
+            and self._latest_only(entry)
+        ):
             older = self._latest.get(entry.test_id)
             if older is not None and not older.gone:
                 older.gone = True
@@ -319,18 +398,31 @@ class Connection:
             self._push(_Out(text, None))
 
     def _push(self, item: _Out) -> None:
-        if not self._outbox and not self._sending:
+        if not self._outbox and self._sending is None:
             self._waiting_since = time.monotonic()
         self._outbox.append(item)
         self.queued_bytes += len(item.text)
         if self.queued_bytes >= self.max_queue_bytes // 2:
-            self._room.clear()
-        self._wakeup.set()
+            self._full = True
+        self._want_flush()
+
+    def _want_flush(self) -> None:
+        if not self._flush_wanted and self._sending is None:
+            self._flush_wanted = True
+            self._writer.want(self, self._load is not None and self._load.overloaded)
 
     async def wait_for_room(self) -> None:
         """Until the queue is below half the limit: the socket took the previous page."""
-        while self.state is State.OPEN and not self._room.is_set():
-            await self._room.wait()
+        while self.state is State.OPEN and self._full:
+            if self._room is None:
+                self._room = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._room)
+
+    def _made_room(self) -> None:
+        self._full = False
+        room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_result(None)
 
     def _drop_replaced(self) -> bool:
         """Drop replaced items at the head of the queue; whether anything is left."""
@@ -353,6 +445,8 @@ class Connection:
         first = self._pop()
         if first.entry is None:
             return first.text, 0
+        if not self._outbox:  # the usual case below load: one event, one frame
+            return first.text, 1
         parts = [first.text]
         size = len(first.text)
         while len(parts) < MAX_BATCH_EVENTS and size < MAX_BATCH_BYTES and self._drop_replaced():
@@ -365,28 +459,66 @@ class Connection:
             return first.text, 1
         return '{"type":"batch","events":[' + ",".join(parts) + "]}", len(parts)
 
-    async def run_sender(self) -> None:
-        while self.state is State.OPEN:
-            await self._wakeup.wait()
-            if self._load is not None and self._load.overloaded:
-                await asyncio.sleep(LOAD_LINGER_SECONDS)  # wider batches, fewer frames
-            self._wakeup.clear()
+    def flush(self) -> None:
+        """Send what is queued, as far as the socket takes it at once (the writer's pass)."""
+        self._flush_wanted = False
+        while self.state is State.OPEN and self._sending is None and self._drop_replaced():
+            text, events = self._take()
+            try:
+                rest = eager.start(self.socket.send_text(text))
+            except Exception:
+                self._lost()
+                return
+            if rest is not None:
+                self._sending = asyncio.create_task(self._finish(rest, events))
+                return
+            self._sent(events)
+        self._sent_all()
+
+    async def _finish(self, rest: eager.Rest, events: int) -> None:
+        """The socket pushed back: finish that send, then send the rest of the queue here."""
+        try:
+            await rest
+            if self.state is not State.OPEN:
+                return  # finished while closing: not counted as delivered
+            self._sent(events)
             while self.state is State.OPEN and self._drop_replaced():
                 text, events = self._take()
-                self._sending = True
-                try:
-                    await self.socket.send_text(text)
-                finally:
-                    self._sending = False
+                await self.socket.send_text(text)
                 if self.state is not State.OPEN:
-                    return  # finished while closing: not counted as delivered
-                self.sent += events
-                self._counters.delivered += events
-                self._waiting_since = time.monotonic() if self._outbox else None
-                if self.queued_bytes < self.max_queue_bytes // 2:
-                    self._room.set()
-            self._waiting_since = None
-            self._room.set()
+                    return
+                self._sent(events)
+            self._sent_all()
+        except Exception:
+            self._lost()
+        finally:
+            self._sending = None
+
+    def _sent(self, events: int) -> None:
+        self.sent += events
+        self._counters.delivered += events
+        self._waiting_since = time.monotonic() if self._outbox else None
+        if self._full and self.queued_bytes < self.max_queue_bytes // 2:
+            self._made_room()
+
+    def _sent_all(self) -> None:
+        self._waiting_since = None
+        if self._full:
+            self._made_room()
+
+    def _lost(self) -> None:
+        """A send failed: the client has gone. The session ends and finishes us."""
+        self._end()
+
+    def when_ended(self, callback: Callable[[], object]) -> None:
+        """Call ``callback`` once, when ``close`` is called or the socket fails."""
+        self._on_end = callback
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            if self._on_end is not None:
+                self._on_end()
 
     # -- heartbeats and token expiry ---------------------------------------------------
 
@@ -434,9 +566,10 @@ class Connection:
         self._latest.clear()
         self.replays.clear()
         self.queued_bytes = sum(len(i.text) for i in self._outbox)
-        self._wakeup.set()
-        self._room.set()
-        self.closed.set()
+        if self._sending is not None:
+            self._sending.cancel()
+        self._made_room()
+        self._end()
 
     def finish(self) -> None:
         """The socket is gone: nothing more is queued or sent."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Final, Literal, get_args
 
@@ -39,6 +40,12 @@ KNOWN_ROLES: Final = frozenset(ROLE_RECEIVES)
 
 def receivable(roles: Iterable[str]) -> frozenset[EventType]:
     """The event types a token with these roles may receive (the union)."""
+    return _receivable(frozenset(roles))
+
+
+@functools.lru_cache(maxsize=256)
+def _receivable(roles: frozenset[str]) -> frozenset[EventType]:
+    """One set shared by every connection with these roles (memory per connection)."""
     allowed: frozenset[EventType] = frozenset()
     for role in roles:
         allowed |= ROLE_RECEIVES.get(role, frozenset())
@@ -60,6 +67,11 @@ def is_valid_pattern(pattern: str) -> bool:
 
 def expand(patterns: Iterable[str], allowed: frozenset[EventType]) -> frozenset[EventType]:
     """The allowed types that ``patterns`` (exact, ``prefix.*`` or ``*``) cover."""
+    return _expand(tuple(patterns), allowed)
+
+
+@functools.lru_cache(maxsize=1024)
+def _expand(patterns: tuple[str, ...], allowed: frozenset[EventType]) -> frozenset[EventType]:
     out: set[EventType] = set()
     for pattern in patterns:
         if pattern == "*":

@@ -17,7 +17,7 @@ import time
 from typing import Protocol, TypeVar
 
 from secstream.auth import Principal
-from secstream.connection import Connection, Counters, Subscription
+from secstream.connection import Connection, Counters, Subscription, Writer
 from secstream.entries import START, StreamEntry
 from secstream.errors import WS_1001_GOING_AWAY, LogUnavailable
 from secstream.events import expand
@@ -67,6 +67,7 @@ class Hub:
         self.healthy = False
         self.accepting = True
         self.counters = Counters()
+        self.writer = Writer()
         self.load = LoadWatch(max_connections=max_connections, max_queue_bytes=max_queue_bytes)
         self.timers = Timers(
             lambda: list(self.connections.values()),

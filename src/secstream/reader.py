@@ -82,7 +82,7 @@ class LogReader:
         self._pages = 0
         while conn.state is State.OPEN:
             if conn.replays:
-                await self._replay(conn.replays.popleft())
+                await self._replay(conn.replays.pop(0))
             elif await self._catch_up():
                 return
 

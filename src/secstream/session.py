@@ -77,8 +77,8 @@ class Session:
         self.auth = auth
         self.acks = acks
         self._limiter = AsyncLimiter(client_burst, client_burst / client_rate)
-        # Tolerate a burst's worth of refused frames per window, then close 4008.
-        self._violations = AsyncLimiter(client_burst, _VIOLATION_WINDOW)
+        self._violations: AsyncLimiter | None = None
+        """Made at the first refused frame: a burst's worth per window, then close 4008."""
         self._on_rate_limited = on_rate_limited
         self._audit = audit or (lambda action, outcome, reason: None)
         self._reader = LogReader(
@@ -109,13 +109,13 @@ class Session:
     async def run(self) -> None:
         """Read frames until the peer goes or the connection closes."""
         conn = self.conn
-        tasks = [
-            asyncio.create_task(self._read()),
-            asyncio.create_task(conn.run_sender()),
-            asyncio.create_task(conn.closed.wait()),
-        ]
+        reading = asyncio.create_task(self._read())
+        conn.when_ended(reading.cancel)  # closed, or its socket failed: stop reading
+        if conn.ended:
+            reading.cancel()
+        tasks = [reading]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks)
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     exc = task.exception()
@@ -145,6 +145,8 @@ class Session:
             if self._on_rate_limited is not None:
                 self._on_rate_limited()
             self._error("rate_limited", "too many frames; slow down", ref_of(raw))
+            if self._violations is None:
+                self._violations = AsyncLimiter(self._limiter.max_rate, _VIOLATION_WINDOW)
             if not self._violations.has_capacity():
                 self.conn.close(WS_4008_RATE_LIMITED)
             else:

@@ -17,6 +17,7 @@ from secstream.endpoints import authenticate, problem, service_of
 from secstream.entries import now_iso
 from secstream.errors import WS_4009_SLOW_CONSUMER, AuthError, Forbidden, LogUnavailable
 from secstream.protocol import Welcome, encode, parse_offset
+from secstream.rawsend import raw_send
 from secstream.service import Service
 from secstream.session import Session
 
@@ -26,15 +27,19 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class _Socket:
-    """Starlette's WebSocket as the hub's small Socket protocol."""
+    """Starlette's WebSocket as the hub's small Socket protocol. Text frames go straight
+    to the server's ASGI ``send`` (see ``rawsend``), without Starlette's layers."""
+
+    __slots__ = ("_send", "_ws")
 
     def __init__(self, websocket: WebSocket) -> None:
         self._ws = websocket
+        self._send = raw_send(websocket.scope) or websocket.send
 
     async def send_text(self, data: str) -> None:
         try:
-            await self._ws.send_text(data)
-        except WebSocketDisconnect as exc:
+            await self._send({"type": "websocket.send", "text": data})
+        except (OSError, WebSocketDisconnect) as exc:
             raise ConnectionResetError("the client has gone") from exc
 
     async def receive(self) -> str | bytes | None:
@@ -140,6 +145,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         max_queue_bytes=service.settings.max_queue_bytes,
         load=hub.load,
         counters=hub.counters,
+        writer=hub.writer,
     )
     conn.send_control(
         encode(

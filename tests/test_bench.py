@@ -1,0 +1,32 @@
+"""``secstream bench``'s order check and its bounds (the bench itself runs real
+processes; see docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from secstream.bench import SeqCheck
+from secstream.cli import main
+
+
+def test_the_order_check_counts_gaps_and_duplicates() -> None:
+    check = SeqCheck()
+    for seq in (0, 1, 2, 2, 5, 6, 1, 7):
+        check.see(seq)
+    assert (check.gaps, check.duplicates, check.expected) == (2, 2, 8)
+
+
+def test_in_order_events_are_neither() -> None:
+    check = SeqCheck()
+    for seq in range(1000):
+        check.see(seq)
+    assert (check.gaps, check.duplicates) == (0, 0)
+
+
+@pytest.mark.parametrize("argv", [["--steady-rate", "0"], ["--steady-rate", "200000"],
+                                  ["--steady-seconds", "-1"], ["--steady-seconds", "4000"]])
+def test_the_fixed_rate_run_is_bounded(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", *argv])
+    assert exc.value.code == 2
+    assert "--steady-rate must be in" in capsys.readouterr().err
