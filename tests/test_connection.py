@@ -185,3 +185,26 @@ async def test_under_load_a_sender_waits_so_more_events_share_a_frame() -> None:
         await asyncio.sleep(0.1)
         assert len(socket.frames) == expected_frames, (under_load, socket.frames)
         assert [_seq(e["id"]) for e in _events(socket.frames)] == [1, 2, 3, 4, 5]
+
+
+async def test_delivery_latency_is_timed_at_the_send_one_frame_in_sixteen() -> None:
+    from secstream.connection import Counters
+
+    timed: list[float] = []
+    socket = RecordingSocket()
+    principal = Principal("u-1", frozenset({"viewer"}), frozenset(), 2e9, receivable(["viewer"]))
+    conn = Connection(
+        socket, principal, connection_id="c-1", client_id=None, max_queue_bytes=1 << 20,
+        counters=Counters(timed.append),
+    )
+    _subscribe(conn)
+    for seq in range(1, 33):  # one frame each: the writer sends every event as it comes
+        conn.push(_entry(seq))
+        await _drain(conn)
+    assert len(socket.frames) == 32
+    # Ids "1000-n" were appended at 1 s past the epoch: the latency is measured from then.
+    assert len(timed) == 32 // Counters.LATENCY_EVERY and all(t > 1e9 for t in timed)
+    conn.close(1000)
+    conn.push(_entry(99))
+    await _drain(conn)
+    assert len(timed) == 2  # nothing sent after a close, nothing timed

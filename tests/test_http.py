@@ -480,3 +480,16 @@ async def test_dev_endpoints_with_demo(live_app: LiveAppFactory) -> None:
                 app.ws_url, subprotocols=[SUBPROTOCOL, f"bearer.{token}"]  # type: ignore[list-item]
             ) as ws:
                 assert '"welcome"' in str(await ws.recv())
+
+
+async def test_polls_count_against_the_client_rate_per_sub(live_app: LiveAppFactory) -> None:
+    with anyio.fail_after(20):
+        async with live_app(client_rate=1, client_burst=3) as app:
+            async with app.http(app.token("poller", roles=["viewer"])) as http:
+                codes = [(await http.get("/api/v1/events?since=0")).status_code for _ in range(6)]
+                limited = await http.get("/api/v1/events?since=0")
+            assert codes[:3] == [200, 200, 200] and 429 in codes[3:], codes
+            assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+            # Another sub has its own bucket.
+            async with app.http(app.token("other", roles=["viewer"])) as other:
+                assert (await other.get("/api/v1/events?since=0")).status_code == 200

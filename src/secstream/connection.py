@@ -114,10 +114,22 @@ class Writer:
 class Counters:
     """Process-wide totals the connections add to (read by metrics)."""
 
-    __slots__ = ("delivered",)
+    __slots__ = ("_frames", "delivered", "latency")
 
-    def __init__(self) -> None:
+    LATENCY_EVERY = 16
+    """Delivery latency is sampled: one frame in this many is timed, at its send."""
+
+    def __init__(self, latency: Callable[[float], None] | None = None) -> None:
         self.delivered = 0
+        self.latency = latency
+        """Seconds from append to send, of the oldest event in a frame just sent."""
+        self._frames = 0
+
+    def frame_sent(self, events: int, published_at: float) -> None:
+        self.delivered += events
+        self._frames += 1
+        if self.latency is not None and self._frames % self.LATENCY_EVERY == 0:
+            self.latency(max(0.0, time.time() - published_at))
 
 
 Key = tuple[int, int]
@@ -439,14 +451,16 @@ class Connection:
                 del self._latest[entry.test_id]
         return item
 
-    def _take(self) -> tuple[str, int]:
+    def _take(self) -> tuple[str, int, float]:
         """The next frame to send: a control frame, one event, or a batch of events;
-        and how many events it holds. The head of the queue is not a replaced item."""
+        how many events it holds, and when its oldest was appended. The head of the
+        queue is not a replaced item."""
         first = self._pop()
         if first.entry is None:
-            return first.text, 0
+            return first.text, 0, 0.0
+        published_at = first.entry.published_at
         if not self._outbox:  # the usual case below load: one event, one frame
-            return first.text, 1
+            return first.text, 1, published_at
         parts = [first.text]
         size = len(first.text)
         while len(parts) < MAX_BATCH_EVENTS and size < MAX_BATCH_BYTES and self._drop_replaced():
@@ -456,47 +470,48 @@ class Connection:
             size += len(item.text)
             parts.append(item.text)
         if len(parts) == 1:
-            return first.text, 1
-        return '{"type":"batch","events":[' + ",".join(parts) + "]}", len(parts)
+            return first.text, 1, published_at
+        return '{"type":"batch","events":[' + ",".join(parts) + "]}", len(parts), published_at
 
     def flush(self) -> None:
         """Send what is queued, as far as the socket takes it at once (the writer's pass)."""
         self._flush_wanted = False
         while self.state is State.OPEN and self._sending is None and self._drop_replaced():
-            text, events = self._take()
+            text, events, published_at = self._take()
             try:
                 rest = eager.start(self.socket.send_text(text))
             except Exception:
                 self._lost()
                 return
             if rest is not None:
-                self._sending = asyncio.create_task(self._finish(rest, events))
+                self._sending = asyncio.create_task(self._finish(rest, events, published_at))
                 return
-            self._sent(events)
+            self._sent(events, published_at)
         self._sent_all()
 
-    async def _finish(self, rest: eager.Rest, events: int) -> None:
+    async def _finish(self, rest: eager.Rest, events: int, published_at: float) -> None:
         """The socket pushed back: finish that send, then send the rest of the queue here."""
         try:
             await rest
             if self.state is not State.OPEN:
                 return  # finished while closing: not counted as delivered
-            self._sent(events)
+            self._sent(events, published_at)
             while self.state is State.OPEN and self._drop_replaced():
-                text, events = self._take()
+                text, events, published_at = self._take()
                 await self.socket.send_text(text)
                 if self.state is not State.OPEN:
                     return
-                self._sent(events)
+                self._sent(events, published_at)
             self._sent_all()
         except Exception:
             self._lost()
         finally:
             self._sending = None
 
-    def _sent(self, events: int) -> None:
+    def _sent(self, events: int, published_at: float) -> None:
         self.sent += events
-        self._counters.delivered += events
+        if events:
+            self._counters.frame_sent(events, published_at)
         self._waiting_since = time.monotonic() if self._outbox else None
         if self._full and self.queued_bytes < self.max_queue_bytes // 2:
             self._made_room()

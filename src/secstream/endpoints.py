@@ -293,6 +293,11 @@ async def poll(request: Request) -> Response:
         principal = _http_principal(request)
     except AuthError as exc:
         return _authproblem(exc)
+    wait_for_rate = await service.poll_limits.try_acquire(principal.sub)
+    if wait_for_rate is not None:
+        response = problem(429, "rate_limited", "too many polls; slow down")
+        response.headers["Retry-After"] = retry_after(wait_for_rate)
+        return response
     q = request.query_params
     patterns = [p.strip() for p in (q.get("types") or "*").split(",") if p.strip()] or ["*"]
     bad = [p for p in patterns if not is_valid_pattern(p)]

@@ -66,7 +66,8 @@ class Hub:
         self.last_id: Offset = START
         self.healthy = False
         self.accepting = True
-        self.counters = Counters()
+        # Delivery latency is timed at the send (sampled), not here at the queue.
+        self.counters = Counters(metrics.delivery_latency if metrics is not None else None)
         self.writer = Writer()
         self.load = LoadWatch(max_connections=max_connections, max_queue_bytes=max_queue_bytes)
         self.timers = Timers(
@@ -215,8 +216,6 @@ class Hub:
             conn.deliver(entry, before)
         if self.metrics is not None:  # the published count, the secstream.deliver span
             self.metrics.dispatched(entry, len(targets))
-        if self.metrics is not None and targets:
-            self.metrics.delivery_latency(max(0.0, now - entry.published_at))
         return len(targets) + 1
 
     def _notify(self) -> None:

@@ -136,6 +136,10 @@ class Service:
         self.publish_limits = KeyedLimiter(
             "publish", settings.publish_rate, settings.publish_burst, on_refused=self.refused
         )
+        # Polls count against the same rate as a socket's frames, per token sub.
+        self.poll_limits = KeyedLimiter(
+            "poll", settings.client_rate, settings.client_burst, on_refused=self.refused
+        )
         self.handshake_limits = KeyedLimiter(
             "handshake",
             settings.handshake_rate,
