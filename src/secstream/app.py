@@ -19,6 +19,7 @@ from secstream import admin, endpoints
 from secstream.cancel_route import cancel_test
 from secstream.config import Settings
 from secstream.middleware import ForwardedHeader, SecurityHeaders, networks
+from secstream.publish_route import DirectPublish
 from secstream.rawsend import DirectWebSocket
 from secstream.service import Service
 from secstream.websocket import websocket_endpoint
@@ -43,6 +44,8 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
     middleware = [
         # /ws skips the layers below it; it still has the client address from Forwarded.
         Middleware(DirectWebSocket, "/ws", websocket_endpoint),
+        # Publishes skip the layers below too, with the same security headers (publish_route).
+        Middleware(DirectPublish, service),
         Middleware(SecurityHeaders),
         Middleware(GZipMiddleware, minimum_size=1024),
     ]
@@ -71,9 +74,7 @@ async def _not_built(request: Request) -> Response:
 def _routes(web_dir: Path) -> list[BaseRoute]:
     api: list[BaseRoute] = [
         WebSocketRoute("/ws", websocket_endpoint),
-        Route("/api/v1/events", endpoints.publish, methods=["POST"]),
         Route("/api/v1/events", endpoints.poll, methods=["GET"]),
-        Route("/api/v1/events/batch", endpoints.publish_batch, methods=["POST"]),
         Route("/api/v1/connections", admin.connections, methods=["GET"]),
         Route(
             "/api/v1/connections/{connection_id}", admin.close_connection, methods=["DELETE"]

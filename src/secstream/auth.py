@@ -13,6 +13,7 @@ import math
 import secrets
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,12 @@ _JWK_ALGS: Final = {
 
 _PRIVATE_JWK_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 MIN_SECRET_BYTES: Final = 32
+CACHE_SIZE: Final = 10_000
+"""Verified tokens remembered (least recently used dropped first)."""
+CACHE_SECONDS: Final = 60.0
+"""How long a verified token is remembered at most (and never past its ``exp``)."""
+MAX_CACHED_TOKEN: Final = 4096
+"""Longer tokens are verified every time, so the cache stays under ~40 MB."""
 
 K = TypeVar("K", bound=Key)
 
@@ -98,6 +105,9 @@ class Authenticator:
         self._audience = audience
         self._issuer = issuer
         self._leeway = leeway
+        # token -> (principal, monotonic deadline): a publisher's requests skip the
+        # signature check. Only verified tokens go in; never past exp + leeway.
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
@@ -119,9 +129,28 @@ class Authenticator:
         return frozenset(self._keys)
 
     def authenticate(self, token: str | None) -> Principal:
-        """The token's principal, or AuthError whose message is a short, fixed reason."""
+        """The token's principal, or AuthError whose message is a short, fixed reason.
+
+        A token verified in the last ``CACHE_SECONDS`` is not verified again (the keys
+        do not change while the process runs), but its expiry is checked every time.
+        """
         if not token:
             raise AuthError("missing token")
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, deadline = cached
+            if time.time() < principal.exp + self._leeway and time.monotonic() < deadline:
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+        principal = self._verify_token(token)
+        if len(token) <= MAX_CACHED_TOKEN:
+            self._verified[token] = (principal, time.monotonic() + CACHE_SECONDS)
+            if len(self._verified) > CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return principal
+
+    def _verify_token(self, token: str) -> Principal:
         try:
             obj = extract_compact(token.encode("ascii"), registry=self._registry)
             header = obj.headers()

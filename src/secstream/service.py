@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from secstream.acks import AckWriter
+from secstream.appender import GroupAppender
 from secstream.audit import Audit, audit_close
 from secstream.auth import Authenticator
 from secstream.config import Settings
@@ -89,6 +90,8 @@ class Service:
             critical_retention_seconds=settings.critical_retention_seconds,
             min_replicas=settings.min_replicas,
         )
+        self.appender = GroupAppender(self.log)
+        """HTTP publishes: concurrent ones share one script call (``publish_route``)."""
         self.telemetry = Telemetry(
             connections_active=lambda: len(self.hub.connections),
             messages_delivered=lambda: self.hub.delivered,
@@ -232,6 +235,7 @@ class Service:
 
     async def stop(self) -> None:
         await cancel_all(list(self._tasks))
+        await self.appender.aclose()
         await self.hub.stop()
         await self.acks.stop()
         await self.registry.leave()

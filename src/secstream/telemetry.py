@@ -32,6 +32,7 @@ from contextlib import AbstractContextManager
 from typing import Final
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -43,7 +44,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import ParentBased
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased
 from opentelemetry.trace import NonRecordingSpan, Span, SpanKind
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -240,9 +241,17 @@ class Telemetry:
         self, traceparent: str | None, *, events: int, event_type: str
     ) -> Iterator[str | None]:
         """``secstream.publish``, a child of ``traceparent`` when it is valid, else of the
-        current span; yields the traceparent to store with the events."""
+        current span; yields the traceparent to store with the events.
+
+        With no exporter the span would go nowhere: only its identity is made (the
+        parent's trace, a new span id, the sampler's decision), which costs a few
+        microseconds instead of the SDK's span, so that publishing stays cheap.
+        """
         parent = parse_traceparent(traceparent)
         context = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
+        if not self.exporting:
+            yield self._child_traceparent(context)
+            return
         attributes: dict[str, str | int] = {
             "secstream.events": events, "secstream.event_type": event_type
         }
@@ -250,6 +259,17 @@ class Telemetry:
             "secstream.publish", context=context, kind=SpanKind.PRODUCER, attributes=attributes
         ) as span:
             yield format_traceparent(span)
+
+    def _child_traceparent(self, context: Context | None) -> str | None:
+        """The traceparent the SDK would give a new ``secstream.publish`` span."""
+        current = trace.get_current_span(context).get_span_context()
+        ids = self._tracer_provider.id_generator
+        trace_id = current.trace_id if current.is_valid else ids.generate_trace_id()
+        decision = self._tracer_provider.sampler.should_sample(
+            context, trace_id, "secstream.publish", SpanKind.PRODUCER
+        )
+        flags = 1 if decision.decision == Decision.RECORD_AND_SAMPLE else 0
+        return f"00-{trace_id:032x}-{ids.generate_span_id():016x}-{flags:02x}"
 
     def deliver(
         self,
