@@ -531,12 +531,11 @@ def _deflate_ratio(frames: int = 2000) -> tuple[float, float]:
     lines: list[str] = []
     while len(lines) < frames:
         lines += [line for line, _ in (*_port_scan(), *_web_scan())]
-    texts = []
+    texts: list[bytes] = []
     for i, line in enumerate(lines[:frames]):
         req = PublishRequest("test.progress", {"test_id": "t-42", "progress": i % 100,
                              "output": line, "module": "network_recon", "status": "running"})
-        body = encode(req).fields[5]
-        assert isinstance(body, bytes)
+        body = encode(req).fields[5].encode()
         texts.append(b'{"type":"event","id":"1795656029851-%d",' % i + body[1:])
 
     def ratio(messages: list[bytes]) -> float:

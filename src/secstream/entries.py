@@ -102,7 +102,9 @@ def now_iso(now: float | None = None) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Encoded:
-    fields: list[bytes | str]
+    fields: list[str]
+    """Text only: the append script reads them as MessagePack strings (Redis 6's Lua
+    MessagePack has no binary type)."""
     test_id: str
     critical: bool
 
@@ -125,10 +127,10 @@ def encode(
     }
     body = _BODY_ENCODER.encode(
         _TracedBody(**common, traceparent=traceparent) if traceparent else _Body(**common)
-    )
+    ).decode()
     test_id = req.data.get("test_id")
     test_id = test_id if isinstance(test_id, str) else ""
-    fields: list[bytes | str] = ["t", req.event_type, "p", req.priority, "b", body]
+    fields = ["t", req.event_type, "p", req.priority, "b", body]
     if test_id:
         fields += ["k", test_id]
     if req.ttl is not None:
@@ -137,7 +139,8 @@ def encode(
         fields += ["tp", traceparent]
     if req.audience is not None:
         aud = req.audience
-        fields += ["a", msgspec.json.encode({"u": aud.users, "g": aud.groups, "r": aud.roles})]
+        audience = {"u": aud.users, "g": aud.groups, "r": aud.roles}
+        fields += ["a", msgspec.json.encode(audience).decode()]
     return Encoded(fields=fields, test_id=test_id, critical=req.priority == "critical")
 
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
+import msgspec
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -43,6 +44,7 @@ OFFSET_TTL: Final = 30 * 86_400
 MAX_CLIENT_IDS: Final = 50
 """Stored offsets per token ``sub``: a new client_id past this drops the least recently acked."""
 _SCAN_CHUNK: Final = 1000
+_MSGPACK: Final = msgspec.msgpack.Encoder()
 POLL_BUDGET: Final = 10_000
 """Log entries one poll examines at most, however selective its filter."""
 
@@ -98,32 +100,26 @@ end
 # KEYS: log, critical, epoch, trimmed, tests (zset: test id -> newest ms), then the
 #       idempotency keys of the ops that have one
 # ARGV: idem_mode ('2': rewrite a key seen, so a WAIT after it covers the first append),
-#       idem_ttl, maxlen, test_prefix, test_ttl, n_ops, then per op:
-#       key index (into KEYS; 0: none), n_events, then per event:
-#       test_id, critical, nfields, field, value, ...
+#       idem_ttl, maxlen, test_prefix, test_ttl, then the ops, MessagePack:
+#       [[key index (into KEYS; 0: none), [[test_id, critical, [field, value, ...]], ...]], ...]
+#       (one argument, packed in C, instead of ten per event that redis-py packs in Python)
 # Returns per op {seen (0/1), the ids joined by ','}. Ops run in order: an op whose key an
 # earlier op of the same call set gets that op's ids, as a later call would.
 _APPEND = _LUA_IDS + """
 ensure_epoch(KEYS[3])
 local out = {}
-local i = 7
-for op = 1, tonumber(ARGV[6]) do
-  local k, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-  i = i + 2
+for _, op in ipairs(cmsgpack.unpack(ARGV[6])) do
+  local k, events = op[1], op[2]
   local prev = false
   if k > 0 then prev = redis.call('GET', KEYS[k]) end
   if prev then
     if ARGV[1] == '2' then redis.call('SET', KEYS[k], prev, 'KEEPTTL') end
-    for e = 1, n do i = i + 3 + tonumber(ARGV[i + 2]) end
     out[#out + 1] = 1
     out[#out + 1] = prev
   else
     local ids = {}
-    for e = 1, n do
-      local test_id, critical, nf = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-      local fields = {}
-      for j = 1, nf do fields[j] = ARGV[i + 2 + j] end
-      i = i + 3 + nf
+    for e, event in ipairs(events) do
+      local test_id, critical, fields = event[1], event[2], event[3]
       local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
       if test_id ~= '' then
         local tk = ARGV[4] .. test_id
@@ -131,7 +127,7 @@ for op = 1, tonumber(ARGV[6]) do
         redis.call('EXPIRE', tk, ARGV[5])
         redis.call('ZADD', KEYS[5], (idkey(id)), test_id)
       end
-      if critical == '1' then redis.call('XADD', KEYS[2], id, unpack(fields)) end
+      if critical then redis.call('XADD', KEYS[2], id, unpack(fields)) end
       ids[e] = id
     end
     local joined = table.concat(ids, ',')
@@ -349,22 +345,22 @@ class RedisEventLog:
             self.trimmed_key,
             self.tests_key,
         ]
+        packed: list[Any] = []
+        for op in ops:
+            if op.idempotency_key is None:
+                index = 0
+            else:
+                keys.append(self.idempotency_key(op.sub, op.idempotency_key))
+                index = len(keys)
+            packed.append((index, [(e.test_id, e.critical, e.fields) for e in op.events]))
         argv: list[Any] = [
             "2" if self.min_replicas else "1",
             IDEMPOTENCY_TTL,
             self.maxlen,
             f"{self.prefix}:test:",
             self.retention_seconds,
-            len(ops),
+            _MSGPACK.encode(packed),
         ]
-        for op in ops:
-            if op.idempotency_key is None:
-                argv += [0, len(op.events)]
-            else:
-                keys.append(self.idempotency_key(op.sub, op.idempotency_key))
-                argv += [len(keys), len(op.events)]
-            for enc in op.events:
-                argv += [enc.test_id, "1" if enc.critical else "0", len(enc.fields), *enc.fields]
         if not self.min_replicas:
             reply = await self._append(keys=keys, args=argv)
         else:
