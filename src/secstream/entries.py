@@ -95,9 +95,21 @@ def validate(req: PublishRequest, prefix: str = "") -> None:
         raise EventInvalid(f"{prefix}ttl", f"must be 0 to {MAX_TTL_SECONDS} seconds (a year)")
 
 
+_last_iso: tuple[int, str] = (-1, "")
+
+
 def now_iso(now: float | None = None) -> str:
-    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``now`` (default: the time) in ISO 8601 with milliseconds, UTC (``...Z``); the last
+    millisecond's text is kept, as publishes and their audit records ask many times a ms."""
+    global _last_iso
+    now = time.time() if now is None else now
+    ms = int(now * 1000)
+    if _last_iso[0] == ms:
+        return _last_iso[1]
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    _last_iso = (ms, text)
+    return text
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -44,7 +44,7 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import Decision, ParentBased
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision, ParentBased
 from opentelemetry.trace import NonRecordingSpan, Span, SpanKind
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.core import HistogramMetricFamily, Metric
@@ -163,6 +163,10 @@ class Telemetry:
             self._tracer_provider.add_span_processor(BatchSpanProcessor(chosen))
         self._tracer = self._tracer_provider.get_tracer("secstream")
         self._sessions: dict[str, Span] = {}
+        self._before_render: list[Callable[[], None]] = []
+        # The default sampler (parent-based, always on): a publish span's flags are its
+        # parent's, or sampled; no need to ask the SDK.
+        self._default_sampler = self._tracer_provider.sampler is DEFAULT_ON
         meter = self._meter_provider.get_meter("secstream")
 
         # Counter names get ``_total`` and the histogram's unit ``s`` gets ``_seconds``
@@ -229,8 +233,14 @@ class Telemetry:
         for reason in AUTH_FAILURE_REASONS:
             self.auth_failures.add(0, {"reason": reason})
 
+    def before_render(self, call: Callable[[], None]) -> None:
+        """``call`` runs before each render: to add counts kept in plain ints meanwhile."""
+        self._before_render.append(call)
+
     def render(self) -> tuple[bytes, str]:
         """Prometheus text exposition (format 0.0.4) and its content type."""
+        for call in self._before_render:
+            call()
         return generate_latest(_WithEmptyHistograms(self._registry)), CONTENT_TYPE_PLAIN_0_0_4
 
     def span(self, name: str, **attributes: str | int) -> AbstractContextManager[Span]:
@@ -265,6 +275,9 @@ class Telemetry:
         current = trace.get_current_span(context).get_span_context()
         ids = self._tracer_provider.id_generator
         trace_id = current.trace_id if current.is_valid else ids.generate_trace_id()
+        if self._default_sampler:
+            flags = int(current.trace_flags) & 1 if current.is_valid else 1
+            return f"00-{trace_id:032x}-{ids.generate_span_id():016x}-{flags:02x}"
         decision = self._tracer_provider.sampler.should_sample(
             context, trace_id, "secstream.publish", SpanKind.PRODUCER
         )
