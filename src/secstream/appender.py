@@ -30,7 +30,7 @@ MAX_BATCH_BYTES: Final = 4 * 1024 * 1024
 
 
 def op_size(op: AppendOp) -> int:
-    return sum(len(field) for enc in op.events for field in enc.fields)
+    return sum(sum(map(len, enc.fields)) for enc in op.events)
 
 
 class GroupAppender:

@@ -32,7 +32,6 @@ from contextlib import AbstractContextManager
 from typing import Final
 
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -45,7 +44,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision, ParentBased
-from opentelemetry.trace import NonRecordingSpan, Span, SpanKind
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.core import HistogramMetricFamily, Metric
 
@@ -258,10 +257,10 @@ class Telemetry:
         microseconds instead of the SDK's span, so that publishing stays cheap.
         """
         parent = parse_traceparent(traceparent)
-        context = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
         if not self.exporting:
-            yield self._child_traceparent(context)
+            yield self._child_traceparent(parent)
             return
+        context = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
         attributes: dict[str, str | int] = {
             "secstream.events": events, "secstream.event_type": event_type
         }
@@ -270,18 +269,22 @@ class Telemetry:
         ) as span:
             yield format_traceparent(span)
 
-    def _child_traceparent(self, context: Context | None) -> str | None:
-        """The traceparent the SDK would give a new ``secstream.publish`` span."""
-        current = trace.get_current_span(context).get_span_context()
+    def _child_traceparent(self, parent: SpanContext | None) -> str:
+        """The traceparent the SDK would give a new ``secstream.publish`` span: in the
+        parent's trace (``traceparent``'s, else the current span's), a new span id, and
+        the sampler's decision."""
+        if parent is None:
+            parent = trace.get_current_span().get_span_context()
         ids = self._tracer_provider.id_generator
-        trace_id = current.trace_id if current.is_valid else ids.generate_trace_id()
+        trace_id = parent.trace_id if parent.is_valid else ids.generate_trace_id()
         if self._default_sampler:
-            flags = int(current.trace_flags) & 1 if current.is_valid else 1
-            return f"00-{trace_id:032x}-{ids.generate_span_id():016x}-{flags:02x}"
-        decision = self._tracer_provider.sampler.should_sample(
-            context, trace_id, "secstream.publish", SpanKind.PRODUCER
-        )
-        flags = 1 if decision.decision == Decision.RECORD_AND_SAMPLE else 0
+            flags = int(parent.trace_flags) & 1 if parent.is_valid else 1
+        else:
+            context = trace.set_span_in_context(NonRecordingSpan(parent))
+            decision = self._tracer_provider.sampler.should_sample(
+                context, trace_id, "secstream.publish", SpanKind.PRODUCER
+            )
+            flags = 1 if decision.decision == Decision.RECORD_AND_SAMPLE else 0
         return f"00-{trace_id:032x}-{ids.generate_span_id():016x}-{flags:02x}"
 
     def deliver(
