@@ -401,6 +401,10 @@ def _server(env_extra: dict[str, str] | None = None) -> Iterator[tuple[str, str,
 def run_bench(args: argparse.Namespace) -> int:
     if args.churn:
         return run_churn(args)
+    if args.publish:
+        from secstream.publish_bench import run_publish_bench
+
+        return run_publish_bench(args)
     if not 0 < args.steady_rate <= 100_000 or not 0 < args.steady_seconds <= 3600:
         print("secstream bench: --steady-rate must be in (0, 100000] and --steady-seconds "
               "in (0, 3600]", file=sys.stderr)
