@@ -112,3 +112,22 @@ async def test_one_write_responses_are_whole(live_app: LiveAppFactory) -> None:
                 ids.append(json.loads(await reader.readexactly(length))["id"])
             writer.close()
         assert len(set(ids)) == 3
+
+
+async def test_a_client_that_leaves_mid_body_publishes_nothing(live_app: LiveAppFactory) -> None:
+    with anyio.fail_after(20):
+        async with live_app() as app:
+            token = app.token("p", ["publisher"])
+            body = json.dumps(EVENT).encode()
+            reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
+            writer.write(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                         + token.encode() + b"\r\nContent-Length: %d\r\n\r\n" % (len(body) + 10)
+                         + body)  # a whole JSON object, but 10 bytes short of its length
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            writer.close()
+            await asyncio.sleep(0.2)
+            async with app.http(app.token("p", ["publisher"])) as http:
+                after = await http.post("/api/v1/events", json=EVENT)
+            assert after.status_code == 202
+            assert await app.service.redis.xlen(app.service.log.log_key) == 1

@@ -62,6 +62,10 @@ class _BodyTooLarge(Exception):
     pass
 
 
+class _ClientGone(Exception):
+    pass
+
+
 class DirectPublish:
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
@@ -128,6 +132,8 @@ class _Publish:
             ))
         try:
             body = await self._read_body()
+        except _ClientGone:
+            return
         except _BodyTooLarge:
             # The rest of the body is never read: the connection cannot carry another request.
             refusal = _problem(413, "too_large", f"over {MAX_BODY_BYTES} bytes", "body")
@@ -197,7 +203,7 @@ class _Publish:
         while True:
             message = await self.receive()
             if message["type"] != "http.request":
-                break  # the client left; what came is refused or published as it is
+                raise _ClientGone  # a partial body is never published
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > MAX_BODY_BYTES:
