@@ -119,7 +119,7 @@ async def test_a_client_that_leaves_mid_body_publishes_nothing(live_app: LiveApp
         async with live_app() as app:
             token = app.token("p", ["publisher"])
             body = json.dumps(EVENT).encode()
-            reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
+            _reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
             writer.write(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
                          + token.encode() + b"\r\nContent-Length: %d\r\n\r\n" % (len(body) + 10)
                          + body)  # a whole JSON object, but 10 bytes short of its length
