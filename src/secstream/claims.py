@@ -44,6 +44,17 @@ def strings(claims: Mapping[str, Any], path: str) -> frozenset[str]:
     return frozenset(value)
 
 
+def place(claims: dict[str, Any], path: str, value: object) -> None:
+    """Put ``value`` where ``lookup(claims, path)`` finds it (nested at the dots)."""
+    *parents, name = path.split(".")
+    for parent in parents:
+        inner = claims.setdefault(parent, {})
+        if not isinstance(inner, dict):
+            raise ValueError(f"claim {parent!r} is not an object")
+        claims = inner
+    claims[name] = value
+
+
 class RoleMap:
     """``provider-role -> secstream roles``; roles not in the map pass through as they are."""
 
