@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -25,7 +25,6 @@ from secstream.errors import WS_1001_GOING_AWAY, LogUnavailable
 from secstream.eventlog import RedisEventLog
 from secstream.hub import Hub
 from secstream.limits import AbuseWatch, KeyedLimiter, UserSlots
-from secstream.oidc import OidcKeys
 from secstream.protocol import Audience, PublishRequest
 from secstream.redis_client import RedisClient, connect
 from secstream.redis_watch import RedisWatch
@@ -34,6 +33,9 @@ from secstream.simulator import Simulator
 from secstream.status import Latencies, NodeFigures, StatusReporter
 from secstream.tasks import cancel_all
 from secstream.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from secstream.oidc import OidcKeys
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +92,11 @@ class Service:
             critical_retention_seconds=settings.critical_retention_seconds,
             min_replicas=settings.min_replicas,
         )
-        self.oidc = (
-            OidcKeys(settings.oidc_issuer, on_refresh=self._oidc_refreshed)
-            if settings.oidc_issuer is not None
-            else None
-        )
+        self.oidc: OidcKeys | None = None
+        if settings.oidc_issuer is not None:
+            from secstream.oidc import OidcKeys  # httpx and authlib: only when asked for
+
+            self.oidc = OidcKeys(settings.oidc_issuer, on_refresh=self._oidc_refreshed)
         self.telemetry = Telemetry(
             connections_active=lambda: len(self.hub.connections),
             messages_delivered=lambda: self.hub.delivered,
