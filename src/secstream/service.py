@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -33,6 +33,9 @@ from secstream.simulator import Simulator
 from secstream.status import Latencies, NodeFigures, StatusReporter
 from secstream.tasks import cancel_all
 from secstream.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from secstream.oidc import OidcKeys
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +92,16 @@ class Service:
             critical_retention_seconds=settings.critical_retention_seconds,
             min_replicas=settings.min_replicas,
         )
+        self.oidc: OidcKeys | None = None
+        if settings.oidc_issuer is not None:
+            from secstream.oidc import OidcKeys  # httpx and authlib: only when asked for
+
+            self.oidc = OidcKeys(settings.oidc_issuer, on_refresh=self._oidc_refreshed)
         self.telemetry = Telemetry(
             connections_active=lambda: len(self.hub.connections),
             messages_delivered=lambda: self.hub.delivered,
             node=self.node_id,
+            oidc_key_age=self.oidc.age if self.oidc is not None else None,
         )
         self.metrics = _HubMetrics(self.telemetry)
         self.hub = Hub(
@@ -106,7 +115,7 @@ class Service:
             metrics=self.metrics,
         )
         self.acks = AckWriter(self.log)
-        self.auth = Authenticator.from_settings(settings)
+        self.auth = Authenticator.from_settings(settings, key_source=self.oidc)
         self.audit = Audit(
             self.redis,
             prefix=settings.key_prefix,
@@ -160,6 +169,10 @@ class Service:
             last_dispatched=self.hub.last_id,
         )
 
+    def _oidc_refreshed(self, outcome: str) -> None:
+        if self.telemetry.oidc_refreshes is not None:
+            self.telemetry.oidc_refreshes.add(1, {"outcome": outcome})
+
     def _close_local(self, conn_id: str, code: int) -> bool:
         conn = self.hub.connections.get(conn_id)
         if conn is None:
@@ -208,6 +221,8 @@ class Service:
         task.add_done_callback(self._tasks.remove)
 
     async def start(self) -> None:
+        if self.oidc is not None:  # not awaited: serve starts while the provider is down
+            self._spawn(self.oidc.run())
         await self.hub.start()
         self.acks.start()
         self._spawn(self._trim_forever())
@@ -236,6 +251,8 @@ class Service:
         await self.acks.stop()
         await self.registry.leave()
         await self.audit.close()
+        if self.oidc is not None:
+            await self.oidc.aclose()
         self.telemetry.shutdown()
         if self._owns_redis:
             await self.redis_client.aclose()
