@@ -217,11 +217,10 @@ def test_leeway_and_nbf() -> None:
         ({"exp": float("nan")}, "invalid claim: exp"),
         ({"exp": 10**400}, "invalid claim: exp"),
         ({"nbf": "now"}, "invalid claim: nbf"),
-        ({"roles": "admin"}, "invalid claim: roles"),
         ({"roles": ["admin", 1]}, "invalid claim: roles"),
         ({"roles": {"admin": True}}, "invalid claim: roles"),
         ({"roles": None}, "invalid claim: roles"),
-        ({"groups": "blue"}, "invalid claim: groups"),
+        ({"groups": 7}, "invalid claim: groups"),
         ({"groups": [["blue"]]}, "invalid claim: groups"),
     ],
 )

@@ -25,6 +25,7 @@ from secstream.errors import WS_1001_GOING_AWAY, LogUnavailable
 from secstream.eventlog import RedisEventLog
 from secstream.hub import Hub
 from secstream.limits import AbuseWatch, KeyedLimiter, UserSlots
+from secstream.oidc import OidcKeys
 from secstream.protocol import Audience, PublishRequest
 from secstream.redis_client import RedisClient, connect
 from secstream.redis_watch import RedisWatch
@@ -89,10 +90,16 @@ class Service:
             critical_retention_seconds=settings.critical_retention_seconds,
             min_replicas=settings.min_replicas,
         )
+        self.oidc = (
+            OidcKeys(settings.oidc_issuer, on_refresh=self._oidc_refreshed)
+            if settings.oidc_issuer is not None
+            else None
+        )
         self.telemetry = Telemetry(
             connections_active=lambda: len(self.hub.connections),
             messages_delivered=lambda: self.hub.delivered,
             node=self.node_id,
+            oidc_key_age=self.oidc.age if self.oidc is not None else None,
         )
         self.metrics = _HubMetrics(self.telemetry)
         self.hub = Hub(
@@ -106,7 +113,7 @@ class Service:
             metrics=self.metrics,
         )
         self.acks = AckWriter(self.log)
-        self.auth = Authenticator.from_settings(settings)
+        self.auth = Authenticator.from_settings(settings, key_source=self.oidc)
         self.audit = Audit(
             self.redis,
             prefix=settings.key_prefix,
@@ -160,6 +167,10 @@ class Service:
             last_dispatched=self.hub.last_id,
         )
 
+    def _oidc_refreshed(self, outcome: str) -> None:
+        if self.telemetry.oidc_refreshes is not None:
+            self.telemetry.oidc_refreshes.add(1, {"outcome": outcome})
+
     def _close_local(self, conn_id: str, code: int) -> bool:
         conn = self.hub.connections.get(conn_id)
         if conn is None:
@@ -208,6 +219,8 @@ class Service:
         task.add_done_callback(self._tasks.remove)
 
     async def start(self) -> None:
+        if self.oidc is not None:  # not awaited: serve starts while the provider is down
+            self._spawn(self.oidc.run())
         await self.hub.start()
         self.acks.start()
         self._spawn(self._trim_forever())
@@ -236,6 +249,8 @@ class Service:
         await self.acks.stop()
         await self.registry.leave()
         await self.audit.close()
+        if self.oidc is not None:
+            await self.oidc.aclose()
         self.telemetry.shutdown()
         if self._owns_redis:
             await self.redis_client.aclose()
