@@ -71,6 +71,13 @@ async function connectionsOf(sub: string): Promise<{ id: string; user: string }[
   return ((await res.json()) as { connections: { id: string; user: string }[] }).connections.filter((c) => c.user === sub);
 }
 
+async function auditOf(action: string, sub: string): Promise<Record<string, unknown>[]> {
+  const admin = idp.serviceToken('e2e-admin', { realm_access: { roles: ['soc-lead'] } });
+  const res = await fetch(`${stack.baseUrl}/api/v1/audit?action=${action}&sub=${sub}`, { headers: { authorization: `Bearer ${admin}` } });
+  if (res.status !== 200) throw new Error(`audit: HTTP ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { records: Record<string, unknown>[] }).records;
+}
+
 async function outputLine(page: Page, testId: string, text: string): Promise<void> {
   await page
     .locator(`[data-testid="test-output"][data-test-id="${testId}"]`)
@@ -125,11 +132,12 @@ describe('dashboard sign-in through an OpenID provider (authorization code + PKC
 
     // every state the indicator takes from now on
     await page.evaluate(() => {
-      const seen: string[] = [];
+      const now = () => document.querySelector('[data-testid="connection-status"]')?.getAttribute('data-state') ?? 'gone';
+      const seen: string[] = [now()];
       (window as unknown as { __states: string[] }).__states = seen;
       new MutationObserver(() => {
-        const s = document.querySelector('[data-testid="connection-status"]')?.getAttribute('data-state');
-        if (s && seen[seen.length - 1] !== s) seen.push(s);
+        const s = now();
+        if (seen[seen.length - 1] !== s) seen.push(s);
       }).observe(document.body, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-state'] });
     });
     const before = await connectionsOf(USER);
@@ -144,6 +152,7 @@ describe('dashboard sign-in through an OpenID provider (authorization code + PKC
     await waitFor('a refresh frame after a renewal', async () => sent.some((f) => f['type'] === 'refresh'), 25_000);
     await new Promise((r) => setTimeout(r, Math.max(0, signedInAt + (ACCESS_TOKEN_TTL + 4) * 1000 - Date.now())));
     const renewals = (await idp.stats()).token - tokensBefore - 1; // less the code exchange
+    console.info(`token renewals: ${renewals}, refresh frames: ${sent.filter((f) => f['type'] === 'refresh').length}, sockets: ${sockets.length}, connection: ${before[0]!.id}`);
     expect(renewals).toBeGreaterThanOrEqual(1);
     expect(renewals).toBeLessThanOrEqual(3); // ~one per 14 s, not a loop
     const refreshes = sent.filter((f) => f['type'] === 'refresh');
@@ -155,7 +164,7 @@ describe('dashboard sign-in through an OpenID provider (authorization code + PKC
 
     expect(sockets).toHaveLength(1);
     expect(sockets[0]!.isClosed()).toBe(false);
-    await expect(page.evaluate(() => (window as unknown as { __states: string[] }).__states)).resolves.toEqual([]);
+    await expect(page.evaluate(() => (window as unknown as { __states: string[] }).__states)).resolves.toEqual(['connected']);
     await expect(status(page).getAttribute('data-state')).resolves.toBe('connected');
     expect((await connectionsOf(USER)).map((c) => c.id)).toEqual([before[0]!.id]);
 
@@ -163,13 +172,22 @@ describe('dashboard sign-in through an OpenID provider (authorization code + PKC
     await outputLine(page, 'oidc-1', 'after the renewal');
 
     // sign out: the socket closes on purpose, the provider's session ends, the sign-in is back
-    const closed = new Promise<void>((ok) => sockets[0]!.once('close', () => ok()));
+    const navigations: string[] = [];
+    page.on('framenavigated', (frame) => frame === page.mainFrame() && navigations.push(frame.url()));
     await page.locator('[data-testid="sign-out"]').click();
-    await closed;
-    await page.waitForURL((url) => url.href.startsWith(stack.baseUrl), { timeout: 15_000 });
+    // via the provider's end_session page (it confirms by itself) back to the app
+    await waitFor('end_session and back', async () => {
+      const atIdp = navigations.findIndex((u) => u.startsWith(`${idp.issuer}/session/end`));
+      return atIdp >= 0 && navigations.slice(atIdp).includes(`${stack.baseUrl}/`);
+    }, 15_000);
     await page.locator('[data-testid="oidc-login"]').waitFor({ timeout: 15_000 });
+    expect(page.url()).toBe(`${stack.baseUrl}/`);
     await waitFor('no connection of alice', async () => (await connectionsOf(USER)).length === 0, 10_000);
+    // closed by the app with 1000 before the page left (a page unload would be 1001)
+    const closes = await auditOf('ws.close', USER);
+    expect(closes.map((r) => [r['connection_id'], r['code']])).toEqual([[before[0]!.id, 1000]]);
     expect(sockets).toHaveLength(1);
+    expect(sockets[0]!.isClosed()).toBe(true);
     // the provider forgot the person: signing in asks for the password again
     await page.locator('[data-testid="oidc-login"]').click();
     await page.waitForURL((url) => url.href.startsWith(idp.issuer), { timeout: 15_000 });
