@@ -2,7 +2,8 @@
  * Signing in through a real OpenID Provider (e2e/oidc/provider.mjs on the certified
  * `oidc-provider` package) to a real `secstream serve` that verifies its tokens by
  * discovery + JWKS: the provider's login page, events on the socket, a renewal of a
- * short-lived access token handed to the same socket as `refresh`, and sign-out.
+ * short-lived access token handed to the same socket as `refresh`, and sign-out; and a
+ * refresh token the provider no longer honours, which ends the sign-in with its reason.
  */
 
 import type { BrowserContext, Page, WebSocket as PageSocket } from 'playwright-core';
@@ -83,6 +84,17 @@ async function outputLine(page: Page, testId: string, text: string): Promise<voi
     .locator(`[data-testid="test-output"][data-test-id="${testId}"]`)
     .getByText(text)
     .waitFor({ timeout: 10_000 });
+}
+
+/** Through the provider's login page back to a connected dashboard. */
+async function signIn(page: Page): Promise<void> {
+  await page.goto(stack.baseUrl + '/', { timeout: 15_000 });
+  await page.locator('[data-testid="oidc-login"]').click();
+  await page.waitForURL((url) => url.href.startsWith(idp.issuer), { timeout: 15_000 });
+  await page.locator('input[name="username"]').fill(USER);
+  await page.locator('input[name="password"]').fill(PASSWORD);
+  await page.locator('button[type="submit"]').click();
+  await status(page).and(page.locator('[data-state="connected"]')).waitFor({ timeout: 15_000 });
 }
 
 describe('dashboard sign-in through an OpenID provider (authorization code + PKCE)', () => {
@@ -192,5 +204,32 @@ describe('dashboard sign-in through an OpenID provider (authorization code + PKC
     await page.locator('[data-testid="oidc-login"]').click();
     await page.waitForURL((url) => url.href.startsWith(idp.issuer), { timeout: 15_000 });
     await page.locator('input[name="password"]').waitFor({ timeout: 10_000 });
+  });
+
+  it('goes back to the sign-in with the reason when the refresh token is refused, closing the socket once', async () => {
+    ctx = await launchContext();
+    const page = await ctx.context.newPage();
+    const sockets: PageSocket[] = [];
+    page.on('websocket', (ws) => sockets.push(ws));
+    await signIn(page);
+    const [conn] = await connectionsOf(USER);
+    expect(conn).toBeDefined();
+
+    // the provider restarts with an empty store: the refresh token it issued is gone
+    const port = idp.port;
+    await idp.stop();
+    await idp.start(port);
+
+    const message = page.locator('[data-testid="sign-in-message"]');
+    await message.waitFor({ timeout: (ACCESS_TOKEN_TTL + 5) * 1000 });
+    await expect(message.textContent()).resolves.toMatch(/^Your sign-in could not be renewed \(invalid_grant.*\)\. Sign in again\.$/);
+    await page.locator('[data-testid="oidc-login"]').waitFor({ timeout: 5000 });
+    await waitFor('no connection of alice', async () => (await connectionsOf(USER)).length === 0, 10_000);
+    const closes = (await auditOf('ws.close', USER)).filter((r) => r['connection_id'] === conn!.id);
+    expect(closes.map((r) => r['code'])).toEqual([1000]);
+    // and no reconnect loop with a dead token
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(sockets).toHaveLength(1);
+    expect((await connectionsOf(USER)).length).toBe(0);
   });
 });

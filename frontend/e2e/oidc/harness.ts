@@ -30,6 +30,7 @@ const b64url = (data: Buffer | string) => Buffer.from(data).toString('base64url'
 
 export class OidcProvider {
   issuer = '';
+  port = 0;
   private child: ChildProcess | null = null;
   private readonly privateKey: KeyObject;
   private readonly kid = `e2e-${randomBytes(4).toString('hex')}`;
@@ -38,7 +39,12 @@ export class OidcProvider {
     this.privateKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
   }
 
-  async start(): Promise<void> {
+  /**
+   * Start it; `port` again after `stop()` is the same issuer with the same keys but
+   * no memory of sessions, grants or refresh tokens (its store is in memory): what a
+   * person whose refresh token was revoked meets.
+   */
+  async start(port = 0): Promise<void> {
     const { dir, users, redirectUri, audience, accessTokenTtl, log } = this.options;
     const keys = join(dir, 'jwks.json');
     const usersFile = join(dir, 'users.json');
@@ -47,7 +53,7 @@ export class OidcProvider {
     writeFileSync(usersFile, JSON.stringify(users));
     const child = spawn(
       process.execPath,
-      [PROVIDER, '--port', '0', '--users', usersFile, '--keys', keys, '--audience', audience,
+      [PROVIDER, '--port', String(port), '--users', usersFile, '--keys', keys, '--audience', audience,
         '--access-token-ttl', String(accessTokenTtl), '--redirect-uri', redirectUri],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -61,7 +67,7 @@ export class OidcProvider {
         ok(line);
       });
     });
-    this.issuer = (JSON.parse(first) as { issuer: string }).issuer;
+    ({ issuer: this.issuer, port: this.port } = JSON.parse(first) as { issuer: string; port: number });
   }
 
   /** Requests the provider served: `token` counts code exchanges and refresh-token grants. */
