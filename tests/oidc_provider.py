@@ -90,7 +90,7 @@ class Provider:
             "--audience", AUDIENCE, "--client-id", CLIENT_ID,
             "--access-token-ttl", str(self.access_token_ttl), "--redirect-uri", REDIRECT_URI,
         ]
-        log = open(self.log_path, "ab")  # noqa: SIM115 -- the child writes to it
+        log = open(self.log_path, "ab")  # the child writes to it
         self._proc = subprocess.Popen(
             argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
@@ -115,14 +115,17 @@ class Provider:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     @property
     def discovery_url(self) -> str:

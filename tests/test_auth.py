@@ -495,3 +495,56 @@ def test_from_settings(rsa_pem_file: Path, rsa_key: rsa.RSAPrivateKey) -> None:
     demo = Authenticator.from_settings(Settings(demo=True))
     token, _ = demo.mint("u-1", ["admin"])
     assert demo.authenticate(token).may_publish
+
+
+# -- claim paths and the role map (issue 12) -------------------------------------------------
+
+
+def test_roles_and_groups_from_dotted_claim_paths() -> None:
+    from secstream.claims import RoleMap
+
+    auth = Authenticator(
+        secret=SECRET,
+        roles_claim="realm_access.roles",
+        groups_claim="https://secstream.example/groups",
+        role_map=RoleMap([("soc-lead", "admin"), ("soc-lead", "publisher"),
+                          ("soc-analyst", "analyst")]),
+    )
+    token = hs256(claims(
+        roles=["viewer"],  # not the configured path: ignored
+        realm_access={"roles": ["soc-lead", "offline_access"]},
+        **{"https://secstream.example/groups": ["blue-team"]},
+    ))
+    p = auth.authenticate(token)
+    assert p.roles == {"admin", "publisher", "offline_access"}
+    assert p.groups == {"blue-team"}
+    assert p.may_publish and "system.alert" in p.receivable
+    # A single string is one role; a missing path is no role (403 later, not 401).
+    single = auth.authenticate(hs256(claims(realm_access={"roles": "soc-analyst"})))
+    assert single.roles == {"analyst"}
+    assert auth.authenticate(hs256(claims(realm_access={}))).roles == frozenset()
+    assert auth.authenticate(hs256(claims())).roles == frozenset()
+    # Wrong shapes on the path are refused.
+    assert reason(auth, hs256(claims(realm_access=["soc-lead"]))) == "invalid claim: realm_access"
+    assert reason(auth, hs256(claims(realm_access={"roles": [1]}))) == (
+        "invalid claim: realm_access.roles"
+    )
+    # Nested paths may also name a namespaced claim's member.
+    nested = Authenticator(secret=SECRET, roles_claim="https://secstream.example/claims.roles")
+    token = hs256(claims(**{"https://secstream.example/claims": {"roles": ["analyst"]}}))
+    assert nested.authenticate(token).roles == {"analyst"}
+
+
+def test_the_role_map_passes_unmapped_roles_through() -> None:
+    from secstream.claims import RoleMap
+
+    role_map = RoleMap([("admin", "viewer")])
+    assert role_map.apply(frozenset({"admin", "analyst"})) == {"viewer", "analyst"}
+    assert RoleMap().apply(frozenset({"admin"})) == {"admin"}
+
+
+def test_dev_tokens_carry_roles_where_the_service_reads_them() -> None:
+    auth = Authenticator(secret=SECRET, roles_claim="realm_access.roles", groups_claim="grp")
+    token, _ = auth.mint("u-1", ["analyst"], ["blue"])
+    p = auth.authenticate(token)
+    assert p.roles == {"analyst"} and p.groups == {"blue"}

@@ -251,13 +251,10 @@ class Authenticator:
             raise ValueError("expires_in must be greater than 0")
         now = time.time()
         exp = math.ceil(now + expires_in)
-        claims: dict[str, Any] = {
-            "sub": sub,
-            "roles": list(roles),
-            "groups": list(groups or ()),
-            "iat": int(now),
-            "exp": exp,
-        }
+        claims: dict[str, Any] = {"sub": sub, "iat": int(now), "exp": exp}
+        # Where this service reads them (SECSTREAM_ROLES_CLAIM / _GROUPS_CLAIM).
+        claim_paths.place(claims, self._roles_claim, list(roles))
+        claim_paths.place(claims, self._groups_claim, list(groups or ()))
         if self._audience is not None:
             claims["aud"] = self._audience
         if self._issuer is not None:

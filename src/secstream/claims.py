@@ -18,18 +18,19 @@ _MISSING = object()
 
 def lookup(claims: Mapping[str, Any], path: str) -> object:
     """The value at ``path``: a claim of that exact name first (names may hold dots,
-    like Auth0's URLs), else ``a.b.c`` through nested objects. ``_MISSING`` when absent."""
+    like Auth0's URLs), else ``a.b.c`` through nested objects, the longest claim name
+    that matches first. ``_MISSING`` when absent."""
     if path in claims:
         return claims[path]
-    head, dot, rest = path.partition(".")
-    if not dot:
-        return _MISSING
-    inner = claims.get(head, _MISSING)
-    if inner is _MISSING:
-        return _MISSING
-    if not isinstance(inner, Mapping):
-        raise AuthError(f"invalid claim: {head}")
-    return lookup(inner, rest)
+    cut = len(path)
+    while (cut := path.rfind(".", 0, cut)) > 0:
+        head = path[:cut]
+        if head in claims:
+            inner = claims[head]
+            if not isinstance(inner, Mapping):
+                raise AuthError(f"invalid claim: {head}")
+            return lookup(inner, path[cut + 1 :])
+    return _MISSING
 
 
 def strings(claims: Mapping[str, Any], path: str) -> frozenset[str]:
@@ -42,6 +43,17 @@ def strings(claims: Mapping[str, Any], path: str) -> frozenset[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise AuthError(f"invalid claim: {path}")
     return frozenset(value)
+
+
+def place(claims: dict[str, Any], path: str, value: object) -> None:
+    """Put ``value`` where ``lookup(claims, path)`` finds it (nested at the dots)."""
+    *parents, name = path.split(".")
+    for parent in parents:
+        inner = claims.setdefault(parent, {})
+        if not isinstance(inner, dict):
+            raise ValueError(f"claim {parent!r} is not an object")
+        claims = inner
+    claims[name] = value
 
 
 class RoleMap:

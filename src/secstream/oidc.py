@@ -111,7 +111,9 @@ class OidcKeys:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             follow_redirects=False,
             headers={"Accept": "application/json"},
-            trust_env=False,
+            # HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE / SSL_CERT_DIR apply: a provider
+            # behind the company's egress proxy, or with a certificate of an internal CA.
+            trust_env=True,
         )
 
     # -- what auth.Authenticator reads ---------------------------------------------------
