@@ -217,11 +217,10 @@ def test_leeway_and_nbf() -> None:
         ({"exp": float("nan")}, "invalid claim: exp"),
         ({"exp": 10**400}, "invalid claim: exp"),
         ({"nbf": "now"}, "invalid claim: nbf"),
-        ({"roles": "admin"}, "invalid claim: roles"),
         ({"roles": ["admin", 1]}, "invalid claim: roles"),
         ({"roles": {"admin": True}}, "invalid claim: roles"),
         ({"roles": None}, "invalid claim: roles"),
-        ({"groups": "blue"}, "invalid claim: groups"),
+        ({"groups": 7}, "invalid claim: groups"),
         ({"groups": [["blue"]]}, "invalid claim: groups"),
     ],
 )
@@ -498,6 +497,59 @@ def test_from_settings(rsa_pem_file: Path, rsa_key: rsa.RSAPrivateKey) -> None:
     assert demo.authenticate(token).may_publish
 
 
+# -- claim paths and the role map (issue 12) -------------------------------------------------
+
+
+def test_roles_and_groups_from_dotted_claim_paths() -> None:
+    from secstream.claims import RoleMap
+
+    auth = Authenticator(
+        secret=SECRET,
+        roles_claim="realm_access.roles",
+        groups_claim="https://secstream.example/groups",
+        role_map=RoleMap([("soc-lead", "admin"), ("soc-lead", "publisher"),
+                          ("soc-analyst", "analyst")]),
+    )
+    token = hs256(claims(
+        roles=["viewer"],  # not the configured path: ignored
+        realm_access={"roles": ["soc-lead", "offline_access"]},
+        **{"https://secstream.example/groups": ["blue-team"]},
+    ))
+    p = auth.authenticate(token)
+    assert p.roles == {"admin", "publisher", "offline_access"}
+    assert p.groups == {"blue-team"}
+    assert p.may_publish and "system.alert" in p.receivable
+    # A single string is one role; a missing path is no role (403 later, not 401).
+    single = auth.authenticate(hs256(claims(realm_access={"roles": "soc-analyst"})))
+    assert single.roles == {"analyst"}
+    assert auth.authenticate(hs256(claims(realm_access={}))).roles == frozenset()
+    assert auth.authenticate(hs256(claims())).roles == frozenset()
+    # Wrong shapes on the path are refused.
+    assert reason(auth, hs256(claims(realm_access=["soc-lead"]))) == "invalid claim: realm_access"
+    assert reason(auth, hs256(claims(realm_access={"roles": [1]}))) == (
+        "invalid claim: realm_access.roles"
+    )
+    # Nested paths may also name a namespaced claim's member.
+    nested = Authenticator(secret=SECRET, roles_claim="https://secstream.example/claims.roles")
+    token = hs256(claims(**{"https://secstream.example/claims": {"roles": ["analyst"]}}))
+    assert nested.authenticate(token).roles == {"analyst"}
+
+
+def test_the_role_map_passes_unmapped_roles_through() -> None:
+    from secstream.claims import RoleMap
+
+    role_map = RoleMap([("admin", "viewer")])
+    assert role_map.apply(frozenset({"admin", "analyst"})) == {"viewer", "analyst"}
+    assert RoleMap().apply(frozenset({"admin"})) == {"admin"}
+
+
+def test_dev_tokens_carry_roles_where_the_service_reads_them() -> None:
+    auth = Authenticator(secret=SECRET, roles_claim="realm_access.roles", groups_claim="grp")
+    token, _ = auth.mint("u-1", ["analyst"], ["blue"])
+    p = auth.authenticate(token)
+    assert p.roles == {"analyst"} and p.groups == {"blue"}
+
+
 # The cache of verified tokens
 
 
@@ -545,7 +597,39 @@ def test_the_cache_is_bounded(auth: Authenticator, monkeypatch: pytest.MonkeyPat
     # No entry outlives CACHE_SECONDS, whatever the token's exp.
     now = time.monotonic()
     assert all(deadline <= now + auth_module.CACHE_SECONDS
-               for _, deadline in auth._verified.values())
+               for _, deadline, _ in auth._verified.values())
     monkeypatch.setattr(time, "monotonic", lambda: now + auth_module.CACHE_SECONDS + 1)
     assert auth.authenticate(tokens[4]).sub == "u-4"  # verified afresh, cached afresh
     assert auth._verified[tokens[4]][1] > now + auth_module.CACHE_SECONDS
+
+
+class _Keys:
+    """A key source as an OpenID provider's (``oidc.OidcKeys``) is: its keys may change."""
+
+    issuer = "https://idp.example"
+    loaded = True
+
+    def __init__(self, keys: list[Any]) -> None:
+        self.current = keys
+
+    def keys(self, alg: str) -> tuple[Any, ...]:
+        return tuple(vk for vk in self.current if vk.alg == alg)
+
+    async def refresh_for(self, kid: str) -> None:
+        return None
+
+
+def test_a_cached_token_goes_with_the_provider_key_that_signed_it(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    from secstream.auth import VerifyKey
+
+    source = _Keys([VerifyKey("RS256", "k1", RSAKey.import_key(rsa_key.public_key()))])
+    auth = Authenticator(key_source=source)
+    token = rs256(claims(iss=source.issuer), rsa_key, kid="k1")
+    assert auth.authenticate(token).sub == "u-7"
+    assert auth.authenticate(token).sub == "u-7"  # cached, the key still there
+    source.current = []  # the provider dropped the key
+    with pytest.raises(AuthError, match="unknown signing key"):
+        auth.authenticate(token)
+    assert token not in auth._verified

@@ -245,3 +245,99 @@ def test_serve_exits_when_its_port_is_taken(tmp_path: Path) -> None:
         took = time.monotonic() - started
     assert proc.returncode != 0, proc.stderr[-2000:]
     assert took < 20, took
+
+
+# -- OpenID Connect and claims (issue 12) -----------------------------------------------------
+
+OIDC = {"SECSTREAM_OIDC_ISSUER": "https://kc.example/realms/soc", "SECSTREAM_JWT_AUDIENCE": "ss"}
+
+
+def test_oidc_and_claim_settings_parse() -> None:
+    settings = Settings.from_env({
+        **OIDC,
+        "SECSTREAM_OIDC_CLIENT_ID": "secstream-dashboard",
+        "SECSTREAM_OIDC_SCOPE": "openid  profile api://secstream/access",
+        "SECSTREAM_ROLES_CLAIM": "realm_access.roles",
+        "SECSTREAM_GROUPS_CLAIM": "https://secstream.example/groups",
+        "SECSTREAM_ROLE_MAP": " soc-lead=admin, soc-lead = publisher ,SecStream.Viewer=viewer,",
+    })
+    assert settings.oidc_issuer == "https://kc.example/realms/soc"
+    assert settings.oidc_client_id == "secstream-dashboard"
+    assert settings.oidc_scope == "openid profile api://secstream/access"
+    assert settings.roles_claim == "realm_access.roles"
+    assert settings.groups_claim == "https://secstream.example/groups"
+    assert settings.role_map == (
+        ("soc-lead", "admin"), ("soc-lead", "publisher"), ("SecStream.Viewer", "viewer"),
+    )
+    # The issuer alone is a JWT key source: no secret or key file needed.
+    assert settings.jwt_secret is None and settings.jwt_public_key_file is None
+    defaults = Settings.from_env(SECRET)
+    assert (defaults.roles_claim, defaults.groups_claim, defaults.role_map) == (
+        "roles", "groups", ()
+    )
+    assert defaults.oidc_issuer is None and defaults.oidc_scope == "openid profile offline_access"
+    loopback = Settings.from_env({**OIDC, "SECSTREAM_OIDC_ISSUER": "http://127.0.0.1:8080/r"})
+    assert loopback.oidc_issuer == "http://127.0.0.1:8080/r"
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"SECSTREAM_OIDC_ISSUER": "https://kc.example/realms/soc"}, "SECSTREAM_JWT_AUDIENCE"),
+        ({**OIDC, "SECSTREAM_OIDC_ISSUER": "http://kc.example/realms/soc"},
+         "SECSTREAM_OIDC_ISSUER"),
+        ({**OIDC, "SECSTREAM_OIDC_ISSUER": "kc.example"}, "SECSTREAM_OIDC_ISSUER"),
+        ({**OIDC, "SECSTREAM_OIDC_ISSUER": "https://kc.example/?realm=x"},
+         "SECSTREAM_OIDC_ISSUER"),
+        ({**OIDC, "SECSTREAM_OIDC_ISSUER": "https://u:p@kc.example/"}, "SECSTREAM_OIDC_ISSUER"),
+        ({**OIDC, "SECSTREAM_OIDC_ISSUER": "https://kc.example:99999/"},
+         "SECSTREAM_OIDC_ISSUER"),
+        ({**OIDC, "SECSTREAM_OIDC_ISSUER": "https://kc.example/" + "r" * 2048},
+         "SECSTREAM_OIDC_ISSUER"),
+        ({**SECRET, "SECSTREAM_OIDC_CLIENT_ID": "dashboard"}, "SECSTREAM_OIDC_CLIENT_ID"),
+        ({**OIDC, "SECSTREAM_OIDC_SCOPE": "profile"}, "SECSTREAM_OIDC_SCOPE"),
+        ({**SECRET, "SECSTREAM_ROLES_CLAIM": "realm_access..roles"}, "SECSTREAM_ROLES_CLAIM"),
+        ({**SECRET, "SECSTREAM_ROLES_CLAIM": ".roles"}, "SECSTREAM_ROLES_CLAIM"),
+        ({**SECRET, "SECSTREAM_GROUPS_CLAIM": "g" * 257}, "SECSTREAM_GROUPS_CLAIM"),
+        ({**SECRET, "SECSTREAM_ROLE_MAP": "soc-lead"}, "SECSTREAM_ROLE_MAP"),
+        ({**SECRET, "SECSTREAM_ROLE_MAP": "soc-lead=admin,=viewer"}, "SECSTREAM_ROLE_MAP"),
+        ({**SECRET, "SECSTREAM_ROLE_MAP": "soc-lead=root"}, "SECSTREAM_ROLE_MAP"),
+        ({**SECRET, "SECSTREAM_ROLE_MAP": "a=admin=x"}, "SECSTREAM_ROLE_MAP"),
+        ({**SECRET, "SECSTREAM_ROLE_MAP": ",".join(f"r{i}=viewer" for i in range(257))},
+         "SECSTREAM_ROLE_MAP"),
+        ({**SECRET, "SECSTREAM_ROLE_MAP": "r" * 257 + "=viewer"}, "SECSTREAM_ROLE_MAP"),
+    ],
+)
+def test_bad_oidc_and_claim_settings_name_the_variable(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert info.value.key == key, str(info.value)
+
+
+def test_the_role_map_takes_its_most_entries() -> None:
+    raw = ",".join(f"r{i}=viewer" for i in range(256))
+    assert len(Settings.from_env({**SECRET, "SECSTREAM_ROLE_MAP": raw}).role_map) == 256
+
+
+def test_the_demo_refuses_an_oidc_issuer() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(OIDC, demo=True)
+    assert info.value.key == "SECSTREAM_OIDC_ISSUER"
+
+
+@pytest.mark.parametrize(
+    ("env", "extra", "key"),
+    [
+        ({"SECSTREAM_OIDC_ISSUER": "https://kc.example/realms/soc"}, [],
+         "SECSTREAM_JWT_AUDIENCE"),
+        ({**SECRET, "SECSTREAM_ROLE_MAP": "soc-lead"}, [], "SECSTREAM_ROLE_MAP"),
+        (OIDC, ["--demo"], "SECSTREAM_OIDC_ISSUER"),
+    ],
+)
+def test_serve_with_a_bad_oidc_setting_exits_2(
+    tmp_path: Path, env: dict[str, str], extra: list[str], key: str
+) -> None:
+    code, stderr, took = run_serve(tmp_path, *extra, **env)
+    assert code == 2, stderr
+    assert key in stderr
+    assert took < 10

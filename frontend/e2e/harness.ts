@@ -1,4 +1,4 @@
-/** Processes and browser for the e2e checks: a real Redis, a real `secstream serve --demo`, Debian chromium. */
+/** Processes and browser for the e2e checks: a real Redis, a real `secstream serve` (`--demo` unless told otherwise), Debian chromium. */
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -48,6 +48,15 @@ function track(child: ChildProcess, name: string, log: string[]): ChildProcess {
   return child;
 }
 
+export interface ServeOptions {
+  /** `--demo` (the default): demo tokens and the simulator. */
+  demo?: boolean;
+  /** More environment for `secstream serve` (e.g. the OpenID Connect settings). */
+  env?: Record<string, string>;
+  /** A port chosen beforehand (an OpenID provider must know the redirect URI first). */
+  port?: number;
+}
+
 export class Stack {
   readonly dir = mkdtempSync(join(tmpdir(), 'secstream-e2e-'));
   readonly log: string[] = [];
@@ -55,6 +64,8 @@ export class Stack {
   port = 0;
   private redis: ChildProcess | null = null;
   private service: ChildProcess | null = null;
+
+  constructor(private readonly serve: ServeOptions = {}) {}
 
   get redisUrl(): string {
     return `redis://127.0.0.1:${this.redisPort}/0`;
@@ -65,7 +76,7 @@ export class Stack {
 
   async start(): Promise<void> {
     this.redisPort = await freePort();
-    this.port = await freePort();
+    this.port = this.serve.port ?? (await freePort());
     this.redis = track(
       spawn(join(BIN, 'redis-server'), ['--port', String(this.redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--dir', this.dir], {
         stdio: ['ignore', 'pipe', 'pipe'],
@@ -82,8 +93,8 @@ export class Stack {
 
   async startService(): Promise<void> {
     this.service = track(
-      spawn(join(BIN, 'secstream'), ['serve', '--demo', '--host', '127.0.0.1', '--port', String(this.port), '--redis-url', this.redisUrl], {
-        env: { ...process.env, SECSTREAM_DATA_DIR: this.dir },
+      spawn(join(BIN, 'secstream'), ['serve', ...(this.serve.demo === false ? [] : ['--demo']), '--host', '127.0.0.1', '--port', String(this.port), '--redis-url', this.redisUrl], {
+        env: { ...process.env, SECSTREAM_DATA_DIR: this.dir, ...this.serve.env },
         stdio: ['ignore', 'pipe', 'pipe'],
       }),
       'serve',

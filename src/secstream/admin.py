@@ -14,12 +14,12 @@ from secstream.endpoints import _authproblem, _bearer, address_of, authenticate,
 from secstream.errors import WS_4003_CLOSED_BY_ADMIN, AuthError, LogUnavailable
 
 
-def _admin(request: Request, action: str, **about: Any) -> Principal | Response:
+async def _admin(request: Request, action: str, **about: Any) -> Principal | Response:
     service = service_of(request)
     token = _bearer(request)
     address = address_of(request)
     try:
-        principal = authenticate(service, token)
+        principal = await authenticate(service, token)
     except AuthError as exc:
         service.audit.record(
             action, "denied", address=address, reason=str(exc), kid=token_kid(token), **about
@@ -41,7 +41,7 @@ def _unavailable() -> Response:
 
 
 async def connections(request: Request) -> Response:
-    admin = _admin(request, "admin.connections")
+    admin = await _admin(request, "admin.connections")
     if isinstance(admin, Response):
         return admin
     service = service_of(request)
@@ -58,7 +58,7 @@ async def connections(request: Request) -> Response:
 
 async def close_connection(request: Request) -> Response:
     conn_id = request.path_params["connection_id"]
-    admin = _admin(request, "admin.close", connection_id=conn_id)
+    admin = await _admin(request, "admin.close", connection_id=conn_id)
     if isinstance(admin, Response):
         return admin
     service = service_of(request)
@@ -77,7 +77,7 @@ async def close_connection(request: Request) -> Response:
 
 
 async def audit(request: Request) -> Response:
-    admin = _admin(request, "admin.audit")
+    admin = await _admin(request, "admin.audit")
     if isinstance(admin, Response):
         return admin
     service = service_of(request)

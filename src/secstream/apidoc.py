@@ -225,6 +225,11 @@ def openapi() -> dict[str, Any]:
                           **_problems(400, 401, 403, 503)},
         }},
         "/api/v1/tests/{test_id}/cancel": {"post": cancel},
+        "/api/v1/config": {"get": {
+            "summary": "How the dashboard signs in: the OpenID provider and public client "
+                       "(code flow with PKCE), or null; whether the demo runs (public)",
+            "responses": {"200": _answer("The sign-in settings", "ClientConfig")},
+        }},
         "/api/v1/dev/token": {"post": {
             "summary": "Mint a token (--demo only)",
             "requestBody": {"required": True, **_body("DevTokenRequest")},
@@ -236,7 +241,8 @@ def openapi() -> dict[str, Any]:
         }},
         "/health/live": {"get": {"summary": "The process runs",
                                  "responses": {"200": _answer("Alive", "Liveness")}}},
-        "/health/ready": {"get": {"summary": "Redis answers and connections are accepted",
+        "/health/ready": {"get": {"summary": "Redis answers, connections are accepted and "
+                                             "the OpenID provider's keys (if any) are loaded",
                                   "responses": {"200": _answer("Ready", "Readiness"),
                                                 "503": _answer("Not ready", "Readiness")}}},
         "/metrics": {"get": {"summary": "Prometheus text", "responses": {"200": {
@@ -248,7 +254,7 @@ def openapi() -> dict[str, Any]:
         httpbodies.Accepted, httpbodies.BatchAccepted, httpbodies.EventPage,
         httpbodies.Liveness, httpbodies.Readiness, httpbodies.Connections, httpbodies.AuditPage,
         httpbodies.CancelRequest, httpbodies.CancelAccepted, httpbodies.DevTokenRequest,
-        httpbodies.DevToken, httpbodies.Simulated,
+        httpbodies.DevToken, httpbodies.Simulated, httpbodies.ClientConfig,
     ]
     return {
         "openapi": "3.1.0",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -18,7 +18,13 @@ from starlette.staticfiles import StaticFiles
 from secstream import admin, endpoints
 from secstream.cancel_route import cancel_test
 from secstream.config import Settings
-from secstream.middleware import ForwardedHeader, SecurityHeaders, networks
+from secstream.middleware import (
+    CONTENT_SECURITY_POLICY,
+    ForwardedHeader,
+    SecurityHeaders,
+    content_security_policy,
+    networks,
+)
 from secstream.publish_route import DirectPublish
 from secstream.rawsend import DirectWebSocket
 from secstream.service import Service
@@ -41,12 +47,13 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
             await service.drain()
             await service.stop()
 
+    policy = _policy(service)
     middleware = [
         # /ws skips the layers below it; it still has the client address from Forwarded.
         Middleware(DirectWebSocket, "/ws", websocket_endpoint),
-        # Publishes skip the layers below too, with the same security headers (publish_route).
-        Middleware(DirectPublish, service),
-        Middleware(SecurityHeaders),
+        # Publishes skip them too, with the same security headers (publish_route).
+        Middleware(DirectPublish, service, policy),
+        Middleware(SecurityHeaders, policy),
         Middleware(GZipMiddleware, minimum_size=1024),
     ]
     if settings.trusted_proxies:
@@ -58,6 +65,14 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
     )
     app.state.service = service
     return app
+
+
+def _policy(service: Service) -> Callable[[], str]:
+    """The page's CSP: with an OpenID provider, the dashboard also talks to it."""
+    oidc = service.oidc
+    if oidc is None:
+        return lambda: CONTENT_SECURITY_POLICY
+    return lambda: content_security_policy(*oidc.browser_origins())
 
 
 _NOT_BUILT = """<!doctype html><meta charset="utf-8"><title>secstream</title>
@@ -81,6 +96,7 @@ def _routes(web_dir: Path) -> list[BaseRoute]:
         ),
         Route("/api/v1/audit", admin.audit, methods=["GET"]),
         Route("/api/v1/tests/{test_id:path}/cancel", cancel_test, methods=["POST"]),
+        Route("/api/v1/config", endpoints.client_config, methods=["GET"]),
         Route("/api/v1/dev/token", endpoints.dev_token, methods=["POST"]),
         Route("/api/v1/dev/simulate", endpoints.dev_simulate, methods=["POST"]),
         Route("/health/live", endpoints.health_live, methods=["GET"]),

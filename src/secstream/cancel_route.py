@@ -49,7 +49,7 @@ async def cancel_test(request: Request) -> Response:
         )
 
     try:
-        principal = authenticate(service, _bearer(request))
+        principal = await authenticate(service, _bearer(request))
     except AuthError as exc:
         record("denied", None, exc.error_code, exc.status_code)
         return _authproblem(exc)

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 from secstream.errors import ConfigError
 
@@ -24,6 +24,12 @@ _HOST_PORT = re.compile(
 )
 _MASTER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 MAX_SENTINELS = 16
+DEFAULT_OIDC_SCOPE = "openid profile offline_access"
+SECSTREAM_ROLES: frozenset[str] = frozenset({"admin", "analyst", "viewer", "publisher"})
+"""The role table's names (contract section 2); a ROLE_MAP entry must map to one."""
+MAX_ROLE_MAP_ENTRIES = 256
+MAX_CLAIM_PATH = 256
+MAX_ROLE_NAME = 256
 _FLAG_ONLY = frozenset({"demo"})
 """Set by a flag alone: the demo (dev tokens for anyone) is never on by environment."""
 
@@ -88,6 +94,17 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_leeway: float = 0.0
     """Seconds of clock skew allowed on ``exp``/``nbf``."""
+    # -- OpenID Connect and claims (issue 12) --
+    oidc_issuer: str | None = None
+    """An OpenID provider: its discovery document's ``jwks_uri`` gives the keys."""
+    oidc_client_id: str | None = None
+    """The public client the dashboard signs in with; served at ``GET /api/v1/config``."""
+    oidc_scope: str = DEFAULT_OIDC_SCOPE
+    """Scopes the dashboard asks for (Entra ID needs its API's scope here)."""
+    roles_claim: str = "roles"
+    groups_claim: str = "groups"
+    role_map: tuple[tuple[str, str], ...] = ()
+    """``(provider role, secstream role)`` pairs, applied before the role table."""
     heartbeat_interval: float = 20.0
     heartbeat_timeout: float = 10.0
     token_expiry_warning: float = 60.0
@@ -164,20 +181,27 @@ class Settings:
                 raise ConfigError("SECSTREAM_REDIS_URL", str(exc)) from None
         if not 0 <= self.min_replicas <= 16:
             raise ConfigError("SECSTREAM_MIN_REPLICAS", "must be 0 to 16")
-        if self.jwt_secret is None and self.jwt_public_key_file is None and not self.demo:
+        keyed = (
+            self.jwt_secret is not None
+            or self.jwt_public_key_file is not None
+            or self.oidc_issuer is not None
+        )
+        if not keyed and not self.demo:
             raise ConfigError(
                 "SECSTREAM_JWT_SECRET",
-                "no JWT key: set SECSTREAM_JWT_SECRET or SECSTREAM_JWT_PUBLIC_KEY_FILE, "
-                "or run with --demo",
+                "no JWT key: set SECSTREAM_JWT_SECRET, SECSTREAM_JWT_PUBLIC_KEY_FILE or "
+                "SECSTREAM_OIDC_ISSUER, or run with --demo",
             )
         if self.jwt_public_key_file is not None and not self.jwt_public_key_file.is_file():
             raise ConfigError("SECSTREAM_JWT_PUBLIC_KEY_FILE", "no such file")
-        if self.demo and (self.jwt_secret is not None or self.jwt_public_key_file is not None):
+        if self.demo and keyed:
             raise ConfigError(
-                "SECSTREAM_JWT_SECRET",
+                "SECSTREAM_OIDC_ISSUER" if self.oidc_issuer is not None else "SECSTREAM_JWT_SECRET",
                 "--demo signs tokens with a random key of its own: unset "
-                "SECSTREAM_JWT_SECRET and SECSTREAM_JWT_PUBLIC_KEY_FILE to run the demo",
+                "SECSTREAM_JWT_SECRET, SECSTREAM_JWT_PUBLIC_KEY_FILE and SECSTREAM_OIDC_ISSUER "
+                "to run the demo",
             )
+        self._validate_oidc()
         if self.demo and not _is_loopback(self.host):
             raise ConfigError("--host", "--demo serves a loopback address only (127.0.0.1, ::1)")
         positive = (
@@ -211,6 +235,37 @@ class Settings:
         if not 0 <= self.port <= 65535:
             raise ConfigError("SECSTREAM_PORT", "must be a port number")
 
+
+    def _validate_oidc(self) -> None:
+        if self.oidc_issuer is not None:
+            problem = issuer_problem(self.oidc_issuer)
+            if problem:
+                raise ConfigError("SECSTREAM_OIDC_ISSUER", problem)
+            if self.jwt_audience is None:
+                raise ConfigError(
+                    "SECSTREAM_JWT_AUDIENCE",
+                    "is required with SECSTREAM_OIDC_ISSUER: the provider signs tokens for "
+                    "other applications too; give this service's audience",
+                )
+        if self.oidc_client_id is not None:
+            if self.oidc_issuer is None:
+                raise ConfigError("SECSTREAM_OIDC_CLIENT_ID", "needs SECSTREAM_OIDC_ISSUER")
+            if len(self.oidc_client_id) > MAX_ROLE_NAME or not self.oidc_client_id.isprintable():
+                raise ConfigError("SECSTREAM_OIDC_CLIENT_ID", "must be printable, at most 256")
+        scopes = self.oidc_scope.split()
+        if "openid" not in scopes or len(self.oidc_scope) > 1024:
+            raise ConfigError("SECSTREAM_OIDC_SCOPE", "must include openid (at most 1024 chars)")
+        for name in ("roles_claim", "groups_claim"):
+            problem = claim_path_problem(getattr(self, name))
+            if problem:
+                raise ConfigError(f"SECSTREAM_{name.upper()}", problem)
+        for provider_role, role in self.role_map:
+            if role not in SECSTREAM_ROLES:
+                raise ConfigError(
+                    "SECSTREAM_ROLE_MAP",
+                    f"{provider_role!r} maps to {role!r}, not one of "
+                    + ", ".join(sorted(SECSTREAM_ROLES)),
+                )
 
     def _validate_observability(self) -> None:
         if self.log_format not in ("text", "json"):
@@ -250,6 +305,51 @@ def _finite(raw: str) -> float:
     return value
 
 
+def issuer_problem(issuer: str) -> str | None:
+    """What is wrong with an issuer URL: https (plain http on a loopback host only), a
+    host, no query, fragment or credentials."""
+    try:
+        parts = urlsplit(issuer)
+        host = parts.hostname
+        parts.port  # noqa: B018 -- raises ValueError on a bad port
+    except ValueError:
+        return "is not a URL"
+    if len(issuer) > 2048:
+        return "is longer than 2048 characters"
+    if parts.scheme not in ("https", "http") or not host:
+        return "must be an https:// URL"
+    if parts.scheme == "http" and not _is_loopback(host):
+        return "must use https:// (plain http only on a loopback address, for tests)"
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return "takes no query, fragment or credentials"
+    return None
+
+
+def claim_path_problem(path: str) -> str | None:
+    if not path or len(path) > MAX_CLAIM_PATH:
+        return f"must be a claim name or dotted path, 1 to {MAX_CLAIM_PATH} characters"
+    if path.startswith(".") or path.endswith(".") or ".." in path:
+        return "has an empty part: write names joined by single dots (realm_access.roles)"
+    return None
+
+
+def _role_map(raw: str) -> tuple[tuple[str, str], ...]:
+    """``provider-role=secstream-role,...``; a provider role may be listed more than once."""
+    pairs: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        provider_role, eq, role = (part.strip() for part in item.partition("="))
+        if not eq or not provider_role or not role:
+            raise ValueError(f"{item.strip()!r} is not provider-role=secstream-role")
+        if len(provider_role) > MAX_ROLE_NAME or "=" in role:
+            raise ValueError(f"{item.strip()!r} is not provider-role=secstream-role")
+        pairs.append((provider_role, role))
+    if len(pairs) > MAX_ROLE_MAP_ENTRIES:
+        raise ValueError(f"at most {MAX_ROLE_MAP_ENTRIES} entries")
+    return tuple(pairs)
+
+
 def _comma_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
@@ -279,6 +379,12 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "jwt_leeway": _finite,
     "max_connections_per_user": _positive_int,
     "trusted_proxies": _comma_list,
+    "oidc_issuer": lambda raw: raw.strip(),
+    "oidc_client_id": lambda raw: raw.strip(),
+    "oidc_scope": lambda raw: " ".join(raw.split()),
+    "roles_claim": lambda raw: raw.strip(),
+    "groups_claim": lambda raw: raw.strip(),
+    "role_map": _role_map,
     "allowed_origins": _comma_list,
     "max_event_bytes": _positive_int,
     "header_timeout": _finite,

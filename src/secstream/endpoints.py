@@ -17,12 +17,20 @@ from starlette.responses import JSONResponse, Response
 from secstream.audit import Outcome, token_kid
 from secstream.auth import Principal
 from secstream.entries import StreamEntry
-from secstream.errors import AuthError, Forbidden, LogUnavailable
+from secstream.errors import (
+    AuthError,
+    Forbidden,
+    KeysUnavailable,
+    LogUnavailable,
+)
 from secstream.events import KNOWN_ROLES, expand, is_valid_pattern
 from secstream.httpbodies import (
+    ClientConfig,
     DevToken,
     DevTokenRequest,
     Liveness,
+    OidcClient,
+    OidcReadiness,
     Simulated,
     json,
 )
@@ -40,6 +48,8 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_POLL_LIMIT = 1000
 MAX_POLL_WAIT = 30.0
 MAX_TEST_ID = 256
+KEYS_RETRY_AFTER = 5
+"""Seconds a 503 for not-yet-loaded provider keys asks the client to wait."""
 N = TypeVar("N", int, float)
 _FIELD_AT = re.compile(r"at `\$\.?([^`]*)`")
 _MISSING = re.compile(r"(?:missing required|unknown) field `([^`]*)`")
@@ -54,9 +64,13 @@ def problem(status: int, error: str, message: str, **extra: Any) -> JSONResponse
     return JSONResponse({"error": error, "message": message, **extra}, status_code=status)
 
 
-def authenticate(service: Service, token: str | None) -> Principal:
+async def authenticate(service: Service, token: str | None) -> Principal:
+    """The token's principal; a token naming a provider key not seen yet waits for the
+    provider's keys to be fetched again (rate-limited, see ``oidc``)."""
     try:
-        return service.auth.authenticate(token)
+        return await service.auth.verify(token)
+    except KeysUnavailable:
+        raise  # 503: not a refusal of the token
     except AuthError as exc:
         service.telemetry.auth_failures.add(1, {"reason": exc.error_code})
         raise
@@ -68,12 +82,12 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _http_principal(request: Request) -> Principal:
+async def _http_principal(request: Request) -> Principal:
     """The request's principal, when it may receive; a refusal is audited."""
     service = service_of(request)
     action = "poll.forbidden"
     try:
-        principal = authenticate(service, _bearer(request))
+        principal = await authenticate(service, _bearer(request))
     except AuthError as exc:
         _audit(request, action, "denied", reason=str(exc))
         raise
@@ -107,10 +121,11 @@ def _audit(
 
 
 def _authproblem(exc: AuthError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
     response = problem(exc.status_code, exc.error_code, str(exc))
-    if headers:
-        response.headers.update(headers)
+    if exc.status_code == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    elif isinstance(exc, KeysUnavailable):
+        response.headers["Retry-After"] = str(KEYS_RETRY_AFTER)
     return response
 
 
@@ -153,7 +168,7 @@ async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
 async def poll(request: Request) -> Response:
     service = service_of(request)
     try:
-        principal = _http_principal(request)
+        principal = await _http_principal(request)
     except AuthError as exc:
         return _authproblem(exc)
     wait_for_rate = await service.poll_limits.try_acquire(principal.sub)
@@ -265,10 +280,26 @@ async def health_ready(request: Request) -> Response:
         watch.answered(primary)
     draining = service.draining or not hub.accepting
     overloaded = hub.overloaded or hub.full
+    oidc = service.oidc
+    if oidc is not None:
+        age = oidc.age()
+        extra["oidc"] = msgspec.to_builtins(
+            OidcReadiness(
+                issuer=oidc.issuer,
+                keys_loaded=oidc.loaded,
+                keys=oidc.key_count,
+                age=None if age is None else round(age, 1),
+                error=oidc.error,
+            )
+        )
     reasons = [
         name
         for name, failing in (
-            ("redis", not redis), ("draining", draining), ("overloaded", overloaded)
+            ("redis", not redis),
+            ("draining", draining),
+            ("overloaded", overloaded),
+            # Without the provider's keys no person's token can be checked.
+            ("oidc", oidc is not None and not oidc.loaded),
         )
         if failing
     ]
@@ -284,6 +315,17 @@ async def health_ready(request: Request) -> Response:
         **extra,
     }
     return JSONResponse(body, status_code=503 if reasons else 200)
+
+
+async def client_config(request: Request) -> Response:
+    """Public: how the dashboard signs in (no token needed to ask)."""
+    settings = service_of(request).settings
+    oidc = None
+    if settings.oidc_issuer is not None and settings.oidc_client_id is not None:
+        oidc = OidcClient(settings.oidc_issuer, settings.oidc_client_id, settings.oidc_scope)
+    response = json(ClientConfig(oidc=oidc, demo=settings.demo))
+    response.headers["Cache-Control"] = "no-cache"
+    return response
 
 
 async def metrics(request: Request) -> Response:
@@ -324,7 +366,7 @@ async def dev_simulate(request: Request) -> Response:
     if not service.settings.demo or service.simulator is None:
         return problem(404, "not_found", "the demo is not running")
     try:
-        principal = authenticate(service, _bearer(request))
+        principal = await authenticate(service, _bearer(request))
     except AuthError as exc:
         return _authproblem(exc)
     test_id = service.simulator.start(user_id=principal.sub)

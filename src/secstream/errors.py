@@ -4,7 +4,8 @@
     ├── ConfigError              a setting that does not parse (``serve`` exits 2)
     ├── ProtocolError            a bad client frame: ``error`` code ``bad_request``
     ├── AuthError                401 at the handshake, ``invalid_token`` after it
-    │   └── Forbidden            403 at the handshake, ``forbidden`` after it
+    │   ├── Forbidden            403 at the handshake, ``forbidden`` after it
+    │   └── KeysUnavailable      503: the OpenID provider's keys have not arrived yet
     ├── LogUnavailable           Redis does not answer: HTTP 503
     │   └── NotReplicated        fewer replicas than SECSTREAM_MIN_REPLICAS confirmed a write
     ├── EventInvalid             a publish body that fails validation: HTTP 422
@@ -52,6 +53,14 @@ class AuthError(ServiceError):
 class Forbidden(AuthError):
     error_code = "forbidden"
     status_code = 403
+
+
+class KeysUnavailable(AuthError):
+    """The token needs the OpenID provider's keys and none are loaded yet: not the
+    token's fault, so 503 (retry), never 401 (which tells a client to sign in again)."""
+
+    error_code = "unavailable"
+    status_code = 503
 
 
 class LogUnavailable(ServiceError):

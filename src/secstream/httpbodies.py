@@ -60,6 +60,9 @@ class Readiness(msgspec.Struct, omit_defaults=True):
     outages: list[Any] | None = None
     last_unreplicated_write: Any = None
     sentinels: str | None = None
+    reasons: list[str] | None = None
+    """Why not ready: ``redis``, ``draining``, ``overloaded``, ``oidc``."""
+    oidc: OidcReadiness | None = None
 
 
 class SubscriptionInfo(msgspec.Struct):
@@ -123,6 +126,36 @@ class CancelAccepted(msgspec.Struct):
     test_id: str
     request_id: str | None
     status: Literal["cancel_requested"] = "cancel_requested"
+
+
+class OidcClient(msgspec.Struct):
+    """How the dashboard signs in: the authorization code flow with PKCE, as a public
+    client (no secret), at this issuer, asking for these scopes."""
+
+    issuer: str
+    client_id: str
+    scope: str
+
+
+class ClientConfig(msgspec.Struct):
+    """``GET /api/v1/config`` (public): how the app signs in. ``oidc`` is null unless
+    both ``SECSTREAM_OIDC_ISSUER`` and ``SECSTREAM_OIDC_CLIENT_ID`` are set; ``demo``:
+    the demo's sign-in (``POST /api/v1/dev/token``) is there."""
+
+    oidc: OidcClient | None
+    demo: bool
+
+
+class OidcReadiness(msgspec.Struct):
+    """The OpenID provider's part of ``GET /health/ready``."""
+
+    issuer: str
+    keys_loaded: bool
+    keys: int
+    age: float | None
+    """Seconds since the keys were fetched."""
+    error: str | None
+    """The last fetch's failure; null once one succeeds."""
 
 
 class DevTokenRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -190,4 +190,6 @@ def configure(
             other.removeHandler(old)
         other.propagate = True
         other.setLevel(logging.NOTSET)
+    # httpx logs every request at INFO: the OIDC key fetches say what matters themselves.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
     return handler

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import msgspec
@@ -26,13 +27,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from secstream.audit import Outcome, token_kid
 from secstream.auth import Principal
-from secstream.endpoints import _field_of
+from secstream.endpoints import KEYS_RETRY_AFTER, _field_of, authenticate
 from secstream.entries import encode, validate
-from secstream.errors import AuthError, EventInvalid, Forbidden, LogUnavailable, NotReplicated
+from secstream.errors import (
+    AuthError,
+    EventInvalid,
+    Forbidden,
+    KeysUnavailable,
+    LogUnavailable,
+    NotReplicated,
+)
 from secstream.eventlog import AppendOp
 from secstream.httpbodies import Problem
 from secstream.limits import retry_after
-from secstream.middleware import SECURITY_HEADERS
+from secstream.middleware import PolicyHeaders
 from secstream.protocol import (
     BATCH_DECODER,
     ENCODER,
@@ -67,9 +75,13 @@ class _ClientGone(Exception):
 
 
 class DirectPublish:
-    def __init__(self, app: ASGIApp, service: Service) -> None:
+    def __init__(
+        self, app: ASGIApp, service: Service, policy: Callable[[], str] | None = None
+    ) -> None:
+        """``policy``: the CSP, as ``SecurityHeaders`` is given it."""
         self.app = app
         self.service = service
+        self.security_headers = PolicyHeaders(policy)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -78,7 +90,8 @@ class DirectPublish:
                 return await _Publish(self, scope, receive, send).run(batch=path == BATCH)
             if path == BATCH:
                 refusal = _problem(405, "method_not_allowed", "use POST")
-                return await _send(send, refusal, [(b"allow", b"POST")])
+                return await _send(send, self.security_headers(), refusal,
+                                   [(b"allow", b"POST")])
         return await self.app(scope, receive, send)
 
 
@@ -87,6 +100,7 @@ class _Publish:
 
     __slots__ = (
         "gzip",
+        "headers",
         "key",
         "length",
         "receive",
@@ -99,6 +113,7 @@ class _Publish:
 
     def __init__(self, route: DirectPublish, scope: Scope, receive: Receive, send: Send) -> None:
         self.service = route.service
+        self.headers = route.security_headers()
         self.scope = scope
         self.receive = receive
         self.send = send
@@ -171,12 +186,15 @@ class _Publish:
         """The principal, when it may publish now; else None, the refusal sent."""
         service = self.service
         try:
-            principal = service.auth.authenticate(self.token)
+            principal = await authenticate(service, self.token)
         except AuthError as exc:
-            service.telemetry.auth_failures.add(1, {"reason": exc.error_code})
             self._audit("publish", "denied", reason=str(exc))
-            await self._answer(_problem(401, exc.error_code, str(exc)),
-                               [(b"www-authenticate", b"Bearer")])
+            extra: Headers = []
+            if exc.status_code == 401:
+                extra.append((b"www-authenticate", b"Bearer"))
+            elif isinstance(exc, KeysUnavailable):
+                extra.append((b"retry-after", str(KEYS_RETRY_AFTER).encode()))
+            await self._answer(_problem(exc.status_code, exc.error_code, str(exc)), extra)
             return None
         try:
             service.auth.authorize_publisher(principal)
@@ -257,17 +275,17 @@ class _Publish:
                                   **about)
 
     async def _answer(self, answer: Answer, extra: Headers | None = None) -> None:
-        await _send(self.send, answer, extra, self.gzip)
+        await _send(self.send, self.headers, answer, extra, self.gzip)
 
 
 def _problem(status: int, error: str, message: str, field: str | None = None) -> Answer:
     return status, _ENCODER.encode(Problem(error, message, field))
 
 
-async def _send(send: Send, answer: Answer, extra: Headers | None = None,
-                gzipped: bool = False) -> None:
+async def _send(send: Send, security: tuple[tuple[bytes, bytes], ...], answer: Answer,
+                extra: Headers | None = None, gzipped: bool = False) -> None:
     status, body = answer
-    headers: Headers = [_JSON, *SECURITY_HEADERS]
+    headers: Headers = [_JSON, *security]
     if gzipped and len(body) >= GZIP_MIN_BYTES:
         body = gzip.compress(body, compresslevel=9)
         headers += [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]

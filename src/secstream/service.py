@@ -8,7 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -34,6 +34,9 @@ from secstream.simulator import Simulator
 from secstream.status import Latencies, NodeFigures, StatusReporter
 from secstream.tasks import cancel_all
 from secstream.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from secstream.oidc import OidcKeys
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +103,16 @@ class Service:
         )
         self.appender = GroupAppender(self.log)
         """HTTP publishes: concurrent ones share one script call (``publish_route``)."""
+        self.oidc: OidcKeys | None = None
+        if settings.oidc_issuer is not None:
+            from secstream.oidc import OidcKeys  # httpx and authlib: only when asked for
+
+            self.oidc = OidcKeys(settings.oidc_issuer, on_refresh=self._oidc_refreshed)
         self.telemetry = Telemetry(
             connections_active=lambda: len(self.hub.connections),
             messages_delivered=lambda: self.hub.delivered,
             node=self.node_id,
+            oidc_key_age=self.oidc.age if self.oidc is not None else None,
         )
         self.metrics = _HubMetrics(self.telemetry)
         self.hub = Hub(
@@ -117,7 +126,7 @@ class Service:
             metrics=self.metrics,
         )
         self.acks = AckWriter(self.log)
-        self.auth = Authenticator.from_settings(settings)
+        self.auth = Authenticator.from_settings(settings, key_source=self.oidc)
         self.audit = Audit(
             self.redis,
             prefix=settings.key_prefix,
@@ -171,6 +180,10 @@ class Service:
             last_dispatched=self.hub.last_id,
         )
 
+    def _oidc_refreshed(self, outcome: str) -> None:
+        if self.telemetry.oidc_refreshes is not None:
+            self.telemetry.oidc_refreshes.add(1, {"outcome": outcome})
+
     def _close_local(self, conn_id: str, code: int) -> bool:
         conn = self.hub.connections.get(conn_id)
         if conn is None:
@@ -219,6 +232,8 @@ class Service:
         task.add_done_callback(self._tasks.remove)
 
     async def start(self) -> None:
+        if self.oidc is not None:  # not awaited: serve starts while the provider is down
+            self._spawn(self.oidc.run())
         await self.hub.start()
         self.acks.start()
         self._spawn(self._trim_forever())
@@ -248,6 +263,8 @@ class Service:
         await self.acks.stop()
         await self.registry.leave()
         await self.audit.close()
+        if self.oidc is not None:
+            await self.oidc.aclose()
         self.telemetry.shutdown()
         if self._owns_redis:
             await self.redis_client.aclose()

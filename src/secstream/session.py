@@ -175,7 +175,7 @@ class Session:
             case Ping(id=ref):
                 self.conn.send_control(encode(PongReply(ref=ref)))
             case Refresh(token=token, id=ref):
-                self._refresh(token, ref)
+                await self._refresh(token, ref)
 
     def _reply(
         self, message: Subscribed | Unsubscribed | Acked | Refreshed, ref: Ref | None
@@ -243,10 +243,10 @@ class Session:
         self.acks.submit(conn.principal.sub, client_id, offset, stored)
         return None
 
-    def _refresh(self, token: str, ref: Ref | None) -> None:
+    async def _refresh(self, token: str, ref: Ref | None) -> None:
         conn = self.conn
         try:
-            principal = self.auth.authenticate(token)
+            principal = await self.auth.verify(token)
         except AuthError as exc:
             self._audit("token.refresh", "denied", str(exc))
             return self._error("invalid_token", str(exc), ref)

@@ -72,6 +72,7 @@ LATENCY_BUCKETS: Final = (
 DURATION_BUCKETS: Final = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0, 86400.0)
 RATE_LIMIT_KINDS: Final = ("client_frames", "publish", "handshake")
 AUTH_FAILURE_REASONS: Final = ("invalid_token", "forbidden")
+OIDC_REFRESH_OUTCOMES: Final = ("ok", "failed")
 """The ``error_code`` of AuthError and Forbidden: pass ``{"reason": exc.error_code}``."""
 
 _LATENCY_NAME: Final = "secstream_delivery_latency"
@@ -134,9 +135,11 @@ class Telemetry:
         messages_delivered: Callable[[], int],
         exporter: SpanExporter | bool | None = True,
         node: str | None = None,
+        oidc_key_age: Callable[[], float | None] | None = None,
     ) -> None:
         """``exporter`` True: the one the ``OTEL_*`` variables ask for; None/False: none.
-        ``node`` becomes the resource's ``service.instance.id``."""
+        ``node`` becomes the resource's ``service.instance.id``. ``oidc_key_age``: with
+        an OpenID provider, seconds since its keys were fetched (None before)."""
         resource = Resource.create({"service.instance.id": node} if node else {})
         if not os.environ.get("OTEL_SERVICE_NAME") and str(
             resource.attributes.get(SERVICE_NAME, "")
@@ -218,6 +221,22 @@ class Telemetry:
             unit="{message}",
             description="Frames sent to clients",
         )
+
+        self.oidc_refreshes: Counter | None = None
+        if oidc_key_age is not None:
+            self.oidc_refreshes = meter.create_counter(
+                "secstream_oidc_jwks_refresh",
+                unit="{fetch}",
+                description="Fetches of the OpenID provider's keys, by outcome (ok, failed)",
+            )
+            for outcome in OIDC_REFRESH_OUTCOMES:
+                self.oidc_refreshes.add(0, {"outcome": outcome})
+            meter.create_observable_gauge(
+                "secstream_oidc_jwks_age",
+                callbacks=[_observe_optional(oidc_key_age)],
+                unit="s",
+                description="Seconds since the OpenID provider's keys were last fetched",
+            )
 
         # Series at 0 so that /metrics names every metric before anything happens.
         for counter in (
@@ -358,6 +377,16 @@ class Telemetry:
 def _observe(read: Callable[[], int]) -> Callable[[CallbackOptions], Iterable[Observation]]:
     def callback(options: CallbackOptions) -> Iterable[Observation]:
         return (Observation(read()),)
+
+    return callback
+
+
+def _observe_optional(
+    read: Callable[[], float | None],
+) -> Callable[[CallbackOptions], Iterable[Observation]]:
+    def callback(options: CallbackOptions) -> Iterable[Observation]:
+        value = read()
+        return () if value is None else (Observation(value),)
 
     return callback
 

@@ -15,7 +15,13 @@ from secstream.audit import token_kid
 from secstream.connection import Connection, State
 from secstream.endpoints import authenticate, problem, service_of
 from secstream.entries import now_iso
-from secstream.errors import WS_4009_SLOW_CONSUMER, AuthError, Forbidden, LogUnavailable
+from secstream.errors import (
+    WS_4009_SLOW_CONSUMER,
+    AuthError,
+    Forbidden,
+    KeysUnavailable,
+    LogUnavailable,
+)
 from secstream.protocol import Welcome, encode, parse_offset
 from secstream.rawsend import raw_send
 from secstream.service import Service
@@ -122,11 +128,13 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             403, "forbidden", "this Origin may not connect", "origin not allowed", field="Origin"
         )
     try:
-        principal = authenticate(service, token)
+        principal = await authenticate(service, token)
         service.auth.authorize_receiver(principal)
     except Forbidden as exc:
         service.telemetry.auth_failures.add(1, {"reason": "forbidden"})
         return await refuse(403, exc.error_code, str(exc), str(exc))
+    except KeysUnavailable as exc:  # the provider's keys are not here yet: not the token's fault
+        return await deny(503, exc.error_code, str(exc), "oidc keys not loaded")
     except AuthError as exc:
         return await refuse(401, exc.error_code, str(exc), str(exc))
     slots = service.user_slots

@@ -217,6 +217,22 @@ describe('EventClient over a real ws server', () => {
     expect(server.handshakes[1]?.token).toBe('tok-expired');
   });
 
+  it('refreshToken() sends the provider\'s token as refresh on the same socket, once per renewal', async () => {
+    server = await startTestServer({ onConnection: (ws) => welcome(ws) });
+    let current = 'tok-1';
+    const c = makeClient(server, { getToken: () => current });
+    c.refreshToken(); // not connected yet: nothing to send
+    c.connect();
+    await until(() => c.state === ConnectionState.Connected);
+    current = 'tok-2';
+    c.refreshToken();
+    c.refreshToken(); // while the first is on its way: ignored
+    await until(() => framesOf(server!, 'refresh').length === 1);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(framesOf(server, 'refresh')).toEqual([{ type: 'refresh', id: expect.any(String), token: 'tok-2' }]);
+    expect(server.handshakes).toHaveLength(1);
+  });
+
   it('goes to error and stops when the handshake is refused with 403', async () => {
     server = await startTestServer({
       refuse: () => 403,

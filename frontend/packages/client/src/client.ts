@@ -168,6 +168,19 @@ export class EventClient {
     else void this.open();
   }
 
+  /**
+   * The application renewed its token before the server warned (an OpenID Connect
+   * sign-in renews on its own schedule): ask the token provider with reason
+   * `expiring` and send the answer as `refresh` on the open socket, without
+   * reconnecting. Shares the path of `token.expiring`, so a renewal and a warning
+   * that arrive together send one `refresh`. Nothing happens when not connected:
+   * the next connection asks the provider anyway.
+   */
+  refreshToken(): void {
+    if (this.machine.state !== S.Connected) return;
+    this.frames.expiring();
+  }
+
   /** Send `ping`, `ack` or `refresh` (TypeError for others); false when not connected. */
   sendFrame(message: SendableFrame): boolean {
     return this.machine.state === S.Connected && this.send(message, sendableText(message));

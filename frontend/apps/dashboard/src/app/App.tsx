@@ -1,49 +1,63 @@
-import { useCallback, useMemo, useRef, useState } from 'react';
-import { WebSocketProvider } from '@secstream/react';
-import { clearSession, loadSession, saveSession, tokenProvider, type Session } from './auth';
-import { Dashboard } from './Dashboard';
-import { LoginForm } from './LoginForm';
+import { useEffect, useState } from 'react';
+import { fetchAppConfig, type AppConfig } from './config';
+import { DemoApp } from './DemoApp';
+import { OidcApp } from './OidcApp';
+import { SignInCard } from './SignInPage';
+import { appOrigin } from './urls';
 
-function wsUrl(): string {
-  const { protocol, host } = window.location;
-  return `${protocol === 'https:' ? 'wss' : 'ws'}://${host}/ws`;
-}
+type Loading = { kind: 'loading' } | { kind: 'ready'; config: AppConfig } | { kind: 'failed'; message: string };
 
+/** Which sign-in this server offers (`GET /api/v1/config`), then that app. */
 export function App() {
-  const [session, setSession] = useState<Session | null>(() => loadSession());
-  const sessionRef = useRef(session);
-  sessionRef.current = session;
+  const [loading, setLoading] = useState<Loading>({ kind: 'loading' });
+  const [attempt, setAttempt] = useState(0);
 
-  const signIn = useCallback((s: Session) => {
-    saveSession(s);
-    setSession(s);
-  }, []);
-  const signOut = useCallback(() => {
-    clearSession();
-    setSession(null);
-  }, []);
+  useEffect(() => {
+    let live = true;
+    fetchAppConfig(appOrigin()).then(
+      (config) => live && setLoading({ kind: 'ready', config }),
+      (err: unknown) => live && setLoading({ kind: 'failed', message: err instanceof Error ? err.message : String(err) }),
+    );
+    return () => {
+      live = false;
+    };
+  }, [attempt]);
 
-  const identity = session ? `${session.sub}|${session.roles.join(',')}` : null;
-  const getToken = useMemo(
-    () =>
-      tokenProvider(
-        () => {
-          if (!sessionRef.current) throw new Error('Signed out.');
-          return sessionRef.current;
-        },
-        (s) => {
-          sessionRef.current = s;
-          saveSession(s);
-        },
-      ),
-    // a new identity gets a new provider (and a new connection below)
-    [identity],
-  );
-
-  if (!session) return <LoginForm onSignedIn={signIn} />;
+  if (loading.kind === 'loading') {
+    return (
+      <SignInCard lead="Loading…">
+        <p className="login__note">Asking the server how to sign in.</p>
+      </SignInCard>
+    );
+  }
+  if (loading.kind === 'failed') {
+    return (
+      <SignInCard lead="Real-time security testing dashboard">
+        <p className="login__error" role="alert" data-testid="config-error">
+          Could not load the sign-in settings: {loading.message}.
+        </p>
+        <button
+          type="button"
+          className="btn"
+          onClick={() => {
+            setLoading({ kind: 'loading' });
+            setAttempt((n) => n + 1);
+          }}
+        >
+          Try again
+        </button>
+      </SignInCard>
+    );
+  }
+  const { config } = loading;
+  if (config.oidc) return <OidcApp oidc={config.oidc} demo={config.demo} />;
+  if (config.demo) return <DemoApp />;
   return (
-    <WebSocketProvider key={identity} options={{ url: wsUrl(), httpUrl: window.location.origin, getToken }}>
-      <Dashboard session={session} getToken={getToken} onSignOut={signOut} />
-    </WebSocketProvider>
+    <SignInCard lead="Real-time security testing dashboard">
+      <p className="login__error" role="alert" data-testid="config-error">
+        This server offers no sign-in for the dashboard: its operator sets SECSTREAM_OIDC_ISSUER and
+        SECSTREAM_OIDC_CLIENT_ID (see docs/authentication.md).
+      </p>
+    </SignInCard>
   );
 }

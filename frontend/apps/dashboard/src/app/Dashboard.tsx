@@ -13,18 +13,28 @@ import {
   useRealTimeUpdates,
   useWebSocket,
 } from '@secstream/react';
-import type { Session } from './auth';
+
+/** Who is signed in, whichever sign-in it was. */
+export interface Viewer {
+  sub: string;
+  name?: string | null;
+  roles: string[];
+  groups: string[];
+}
 
 const OUTPUT_PANELS = 24;
 /** The most recent tests whose output is replayed from their start when their panel opens. */
 const HISTORY_TESTS = 20;
 
 export function Dashboard({
-  session,
+  viewer,
+  demo,
   getToken,
   onSignOut,
 }: {
-  session: Session;
+  viewer: Viewer;
+  /** The demo's extras (the simulate button) on a `--demo` server. */
+  demo: boolean;
   getToken: (reason: string) => Promise<string>;
   onSignOut: () => void;
 }) {
@@ -64,18 +74,22 @@ export function Dashboard({
         </div>
         <RealTimeStatus />
         <div className="topbar__actions">
-          <button
-            type="button"
-            className="btn btn--primary"
-            data-testid="simulate-test"
-            onClick={() => void simulate()}
-            disabled={starting}
-          >
-            {starting ? 'Starting…' : '▶ Simulate test'}
-          </button>
-          <span className="user" title={session.groups.join(', ')}>
-            <span className="user__name">{session.sub}</span>
-            <span className="user__role">{session.roles.join(', ')}</span>
+          {demo && (
+            <button
+              type="button"
+              className="btn btn--primary"
+              data-testid="simulate-test"
+              onClick={() => void simulate()}
+              disabled={starting}
+            >
+              {starting ? 'Starting…' : '▶ Simulate test'}
+            </button>
+          )}
+          <span className="user" data-testid="signed-in-user" data-sub={viewer.sub} title={viewer.groups.join(', ')}>
+            <span className="user__name">{viewer.name ?? viewer.sub}</span>
+            <span className="user__role" data-testid="signed-in-roles">
+              {viewer.roles.length ? viewer.roles.join(', ') : '…'}
+            </span>
           </span>
           <button type="button" className="btn btn--ghost" onClick={onSignOut} data-testid="sign-out">
             Sign out
@@ -100,11 +114,11 @@ export function Dashboard({
         </div>
       )}
       <main className="grid">
-        <ActiveTests live={live} actions={(t) => <StopTestButton test={t} viewer={session} getToken={getToken} />} />
+        <ActiveTests live={live} actions={(t) => <StopTestButton test={t} viewer={viewer} getToken={getToken} />} />
         <RecentFindings live={live} />
         <SystemStatusPanel live={live} />
       </main>
-      {session.roles.includes('admin') && <AdminPanel getToken={getToken} />}
+      {viewer.roles.includes('admin') && <AdminPanel getToken={getToken} />}
       <section className="outputs">
         <h2 className="outputs__title">
           Live output <span className="widget__count">{panels.length} tests</span>
@@ -119,7 +133,7 @@ export function Dashboard({
           </div>
         )}
       </section>
-      {session.roles.includes('admin') && <AdminConsole getToken={getToken} />}
+      {viewer.roles.includes('admin') && <AdminConsole getToken={getToken} />}
       <NotificationToast />
     </div>
   );
