@@ -548,3 +548,88 @@ def test_dev_tokens_carry_roles_where_the_service_reads_them() -> None:
     token, _ = auth.mint("u-1", ["analyst"], ["blue"])
     p = auth.authenticate(token)
     assert p.roles == {"analyst"} and p.groups == {"blue"}
+
+
+# The cache of verified tokens
+
+
+def test_a_cached_token_is_refused_once_it_expires() -> None:
+    auth = Authenticator(secret=SECRET, leeway=0.3)
+    token = hs256(claims(exp=time.time() + 0.4))
+    assert auth.authenticate(token).sub == "u-7"
+    assert auth.authenticate(token).sub == "u-7"  # from the cache
+    time.sleep(0.5)
+    assert auth.authenticate(token).sub == "u-7"  # past exp, within the leeway
+    time.sleep(0.3)
+    assert reason(auth, token) == "token expired"
+    assert token not in auth._verified
+
+
+def test_the_cache_never_confuses_tokens(auth: Authenticator) -> None:
+    alice, bob = hs256(claims(sub="alice")), hs256(claims(sub="bob", roles=["admin"]))
+    assert auth.authenticate(alice).sub == "alice" and auth.authenticate(bob).sub == "bob"
+    assert auth.authenticate(alice).roles == frozenset({"viewer"})
+    # A cached token's signature on other claims, or with a byte changed, is refused.
+    header, _, signature = alice.split(".")
+    forged = _b64(json.dumps(claims(sub="alice", roles=["admin"])).encode())
+    assert reason(auth, f"{header}.{forged}.{signature}") == "bad signature"
+    assert reason(auth, alice[:-2] + ("AA" if alice[-2:] != "AA" else "BB")) == "bad signature"
+    assert reason(auth, alice + " ") != ""  # not the cached string: verified, and refused
+
+
+def test_refused_tokens_are_never_cached(auth: Authenticator) -> None:
+    bad = hs256(claims(), secret="another-secret-of-some-length")
+    for _ in range(2):
+        assert reason(auth, bad) == "bad signature"
+    assert bad not in auth._verified and not auth._verified
+
+
+def test_the_cache_is_bounded(auth: Authenticator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from secstream import auth as auth_module
+
+    monkeypatch.setattr(auth_module, "CACHE_SIZE", 3)
+    tokens = [hs256(claims(sub=f"u-{n}")) for n in range(5)]
+    for token in tokens:
+        auth.authenticate(token)
+    assert list(auth._verified) == tokens[2:]  # the least recently used went first
+    long_token = hs256(claims(padding="x" * auth_module.MAX_CACHED_TOKEN))
+    assert auth.authenticate(long_token).sub == "u-7" and long_token not in auth._verified
+    # No entry outlives CACHE_SECONDS, whatever the token's exp.
+    now = time.monotonic()
+    assert all(deadline <= now + auth_module.CACHE_SECONDS
+               for _, deadline, _ in auth._verified.values())
+    monkeypatch.setattr(time, "monotonic", lambda: now + auth_module.CACHE_SECONDS + 1)
+    assert auth.authenticate(tokens[4]).sub == "u-4"  # verified afresh, cached afresh
+    assert auth._verified[tokens[4]][1] > now + auth_module.CACHE_SECONDS
+
+
+class _Keys:
+    """A key source as an OpenID provider's (``oidc.OidcKeys``) is: its keys may change."""
+
+    issuer = "https://idp.example"
+    loaded = True
+
+    def __init__(self, keys: list[Any]) -> None:
+        self.current = keys
+
+    def keys(self, alg: str) -> tuple[Any, ...]:
+        return tuple(vk for vk in self.current if vk.alg == alg)
+
+    async def refresh_for(self, kid: str) -> None:
+        return None
+
+
+def test_a_cached_token_goes_with_the_provider_key_that_signed_it(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    from secstream.auth import VerifyKey
+
+    source = _Keys([VerifyKey("RS256", "k1", RSAKey.import_key(rsa_key.public_key()))])
+    auth = Authenticator(key_source=source)
+    token = rs256(claims(iss=source.issuer), rsa_key, kid="k1")
+    assert auth.authenticate(token).sub == "u-7"
+    assert auth.authenticate(token).sub == "u-7"  # cached, the key still there
+    source.current = []  # the provider dropped the key
+    with pytest.raises(AuthError, match="unknown signing key"):
+        auth.authenticate(token)
+    assert token not in auth._verified

@@ -30,3 +30,14 @@ def test_the_fixed_rate_run_is_bounded(argv: list[str], capsys: pytest.CaptureFi
         main(["bench", *argv])
     assert exc.value.code == 2
     assert "--steady-rate must be in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--publish-seconds", "0"], ["--publish-seconds", "601"],
+                                  ["--publish-connections", "0"],
+                                  ["--publish-connections", "10001"],
+                                  ["--publish-concurrency", "0"], ["--rounds", "0"]])
+def test_the_publish_run_is_bounded(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--publish", *argv])
+    assert exc.value.code == 2
+    assert "--publish-seconds must be in" in capsys.readouterr().err

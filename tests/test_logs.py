@@ -203,3 +203,40 @@ def test_log_level_flag_beats_the_environment_and_text_is_the_default(
     assert quiet.get_status(f"/ws?token={TOKEN}") is not None
     quiet.terminate()
     assert not any(" INFO " in line or " DEBUG " in line for line in quiet.log().splitlines())
+
+
+_PIECES = [
+    "token", "TOKEN", "%74oken", "%2574oken", "Access_Token", "jwt", "secret", "password",
+    "key", "KEY", "=", "%3D", "%3d", "?", "&", ";", " ", '"', "'", ":", ",", "\\", "Bearer ",
+    "bearer.", "BEARER%2e", "authorization", "Cookie", "x-api-key",
+    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl", "eyJabcd%2Eefgh%2eijkl",
+    "\u017fecret", "\u212aey", "publish allowed", "audit=", "{", "}", "abc", "1764566400000-0",
+]
+
+
+def test_skipping_scans_changes_no_line() -> None:
+    """A scan is skipped only on lines it could not change: the same output as all five."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from secstream.logs import Redactor, _redact_all
+
+    redact = Redactor()
+
+    @settings(max_examples=3000, deadline=None)
+    @given(st.lists(st.sampled_from(_PIECES), max_size=12), st.text(max_size=20))
+    def same(pieces: list[str], noise: str) -> None:
+        line = "".join(pieces) + noise
+        assert redact(line) == _redact_all(line)
+
+    same()
+    for before in ("", "?", "&", " ", '"', "x "):
+        for name in ("token", "%74oken", "%2574oken", "TOKEN", "key", "%6Bey", "Access_Token",
+                     "jwt", "Secret", "pass%77ord", "other"):
+            for equals in ("=", "%3D", "%3d"):
+                for value in ("abc", "eyJhbGciOiJ9.eyJzdWIiOiJ4In0.c2ln", ""):
+                    line = f"{before}{name}{equals}{value}"
+                    assert redact(line) == _redact_all(line), line
+    audit_line = 'INFO secstream.audit: publish allowed audit="{\\"sub\\": \\"p\\"}"'
+    assert redact(audit_line) == audit_line
+    assert redact('x "\u017fecret": "hunter2"') == _redact_all('x "\u017fecret": "hunter2"')

@@ -154,3 +154,19 @@ async def test_published_events_reach_a_socket(live_app: Any) -> None:
             assert [e["event_type"] for e in got] == [
                 "test.started", "test.progress", "test.completed"
             ]
+
+
+async def test_concurrent_publishes_share_round_trips(shared_redis_url: str,
+                                                      key_prefix: str) -> None:
+    with anyio.fail_after(20):
+        async with Publisher(shared_redis_url, key_prefix=key_prefix, sub="svc") as pub:
+            ids = await asyncio.gather(*(
+                pub.publish("system.status", {"n": n}) for n in range(100)
+            ), pub.publish("system.alert", {"title": "once"}, idempotency_key="k"),
+               pub.publish("system.alert", {"title": "twice"}, idempotency_key="k"))
+            calls = pub._appender.calls
+        assert calls < 10 and len(set(ids[:100])) == 100 and ids[100] == ids[101]
+        events = await read_all(shared_redis_url, key_prefix)
+        assert [e["id"] for e in events] == ids[:101]  # in the order they were asked
+        assert [e["data"].get("n") for e in events[:100]] == list(range(100))
+        assert events[100]["data"] == {"title": "once"}

@@ -25,6 +25,7 @@ from secstream.middleware import (
     content_security_policy,
     networks,
 )
+from secstream.publish_route import DirectPublish
 from secstream.rawsend import DirectWebSocket
 from secstream.service import Service
 from secstream.websocket import websocket_endpoint
@@ -46,10 +47,13 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
             await service.drain()
             await service.stop()
 
+    policy = _policy(service)
     middleware = [
         # /ws skips the layers below it; it still has the client address from Forwarded.
         Middleware(DirectWebSocket, "/ws", websocket_endpoint),
-        Middleware(SecurityHeaders, _policy(service)),
+        # Publishes skip them too, with the same security headers (publish_route).
+        Middleware(DirectPublish, service, policy),
+        Middleware(SecurityHeaders, policy),
         Middleware(GZipMiddleware, minimum_size=1024),
     ]
     if settings.trusted_proxies:
@@ -85,9 +89,7 @@ async def _not_built(request: Request) -> Response:
 def _routes(web_dir: Path) -> list[BaseRoute]:
     api: list[BaseRoute] = [
         WebSocketRoute("/ws", websocket_endpoint),
-        Route("/api/v1/events", endpoints.publish, methods=["POST"]),
         Route("/api/v1/events", endpoints.poll, methods=["GET"]),
-        Route("/api/v1/events/batch", endpoints.publish_batch, methods=["POST"]),
         Route("/api/v1/connections", admin.connections, methods=["GET"]),
         Route(
             "/api/v1/connections/{connection_id}", admin.close_connection, methods=["DELETE"]

@@ -2,8 +2,9 @@
 
 ``Audit.record`` is synchronous and cheap: it writes the record's line on the
 ``secstream.audit`` logger at once and queues the record; a background task
-writes the queue to the Redis stream ``P:audit`` in batches (one pipeline per
-flush), trimming records older than the retention by ``MINID``. Nothing here
+writes the queue to the Redis stream ``P:audit`` in batches (one script call per
+``FLUSH_CHUNK`` records, the records packed in one MessagePack argument), trimming
+records older than the retention by ``MINID``. Nothing here
 runs per delivery. The stream id is the record's ``id``.
 """
 
@@ -13,6 +14,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -20,6 +22,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Literal, Protocol
 
+import msgspec
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
@@ -48,11 +51,23 @@ ACTIONS: Final = frozenset(
 )
 MAX_PENDING: Final = 10_000
 """Records held while Redis is away; past it the oldest are dropped (and counted)."""
+FLUSH_CHUNK: Final = 500
+"""Records per script call: a call blocks Redis for about a millisecond at most."""
 MAX_QUERY_LIMIT: Final = 1000
 _SCAN_CHUNK: Final = 500
 _SCAN_MAX: Final = 20_000
 """A query examines at most this many records, then answers with what it found."""
 _MAX_FIELD: Final = 256
+
+# KEYS: the audit stream; ARGV: the min id to keep, the records (MessagePack array of text)
+_WRITE = """
+for _, record in ipairs(cmsgpack.unpack(ARGV[2])) do
+  redis.call('XADD', KEYS[1], '*', 'r', record)
+end
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+"""
+_MSGPACK: Final = msgspec.msgpack.Encoder()
+_JSON: Final = msgspec.json.Encoder()
 
 UNAVAILABLE: Final = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
 
@@ -94,7 +109,8 @@ class Audit:
         self.retention_seconds = retention_seconds
         self.flush_interval = flush_interval
         self.dropped = 0
-        self._pending: deque[bytes] = deque()
+        self._pending: deque[str] = deque()
+        self._write = redis.register_script(_WRITE)
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
 
@@ -128,7 +144,7 @@ class Audit:
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
             self.dropped += 1
-        self._pending.append(json.dumps(record, separators=(",", ":")).encode())
+        self._pending.append(_JSON.encode(record).decode())
         if len(self._pending) >= 500:
             self._wake.set()
         return record
@@ -138,7 +154,7 @@ class Audit:
         return len(self._pending)
 
     async def flush(self) -> int:
-        """Write what is queued (one pipeline); how many records were written.
+        """Write what is queued; how many records were written.
 
         Raises redis errors; the records stay queued then.
         """
@@ -146,18 +162,17 @@ class Audit:
             return await self._flush()
 
     async def _flush(self) -> int:
-        batch = list(self._pending)
-        if not batch:
-            return 0
-        min_id = f"{int((time.time() - self.retention_seconds) * 1000)}-0"
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for raw in batch:
-                pipe.xadd(self.key, {"r": raw})
-            pipe.xtrim(self.key, minid=min_id, approximate=False)
-            await pipe.execute()
-        for _ in batch:
-            self._pending.popleft()
-        return len(batch)
+        written = 0
+        while self._pending:
+            batch = list(itertools.islice(self._pending, FLUSH_CHUNK))
+            min_id = f"{int((time.time() - self.retention_seconds) * 1000)}-0"
+            await self._write(
+                keys=[self.key], args=[min_id, _MSGPACK.encode(batch)], client=self.redis
+            )
+            for _ in batch:
+                self._pending.popleft()
+            written += len(batch)
+        return written
 
     async def run(self) -> None:
         """Flush every ``flush_interval`` (sooner when 500 are queued) until cancelled."""

@@ -16,6 +16,7 @@ import math
 import secrets
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,12 @@ PUBLIC_SIGNATURE_ALGS: Final = frozenset().union(*_JWK_ALGS.values())
 
 _PRIVATE_JWK_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 MIN_SECRET_BYTES: Final = 32
+CACHE_SIZE: Final = 10_000
+"""Verified tokens remembered (least recently used dropped first)."""
+CACHE_SECONDS: Final = 60.0
+"""How long a verified token is remembered at most (and never past its ``exp``)."""
+MAX_CACHED_TOKEN: Final = 4096
+"""Longer tokens are verified every time, so the cache stays under ~40 MB."""
 
 K = TypeVar("K", bound=Key)
 
@@ -143,6 +150,12 @@ class Authenticator:
         self._roles_claim = roles_claim
         self._groups_claim = groups_claim
         self._role_map = role_map or claim_paths.RoleMap()
+        # token -> (principal, monotonic deadline, the provider key that verified it or
+        # None for a key of our own): a publisher's requests skip the signature check.
+        # Only verified tokens go in; never past exp + leeway, nor past their key.
+        self._verified: OrderedDict[str, tuple[Principal, float, VerifyKey | None]] = (
+            OrderedDict()
+        )
 
     @classmethod
     def from_settings(
@@ -192,9 +205,36 @@ class Authenticator:
 
         KeysUnavailable (an AuthError answered 503): the token needs the provider's
         keys, and none have arrived yet.
+
+        A token verified in the last ``CACHE_SECONDS`` is not verified again while the
+        key that verified it is still trusted (our own keys never change; a provider's
+        may), but its expiry is checked every time.
         """
         if not token:
             raise AuthError("missing token")
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, deadline, key = cached
+            if (
+                time.time() < principal.exp + self._leeway
+                and time.monotonic() < deadline
+                and (key is None or self._trusted(key))
+            ):
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+        principal, key = self._verify_token(token)
+        if len(token) <= MAX_CACHED_TOKEN:
+            self._verified[token] = (principal, time.monotonic() + CACHE_SECONDS, key)
+            if len(self._verified) > CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return principal
+
+    def _trusted(self, key: VerifyKey) -> bool:
+        return self._source is not None and key in self._source.keys(key.alg)
+
+    def _verify_token(self, token: str) -> tuple[Principal, VerifyKey | None]:
+        """The token's principal and the provider key that verified it (None: ours)."""
         try:
             obj = extract_compact(token.encode("ascii"), registry=self._registry)
             header = obj.headers()
@@ -211,7 +251,7 @@ class Authenticator:
             raise AuthError("unsupported algorithm")
         static = _matching(self._keys.get(alg, ()), kid)
         if any(self._verify(obj, vk.key) for vk in static):
-            return self._principal(_claims_of(obj), self._issuer)
+            return self._principal(_claims_of(obj), self._issuer), None
         if source is not None:
             if not source.loaded:
                 raise KeysUnavailable(
@@ -220,8 +260,9 @@ class Authenticator:
             dynamic = _matching(source.keys(alg), kid)
             if kid is not None and not any(vk.kid == kid for vk in dynamic):
                 raise UnknownSigningKey(kid)
-            if any(self._verify(obj, vk.key) for vk in dynamic):
-                return self._principal(_claims_of(obj), source.issuer)
+            for vk in dynamic:
+                if self._verify(obj, vk.key):
+                    return self._principal(_claims_of(obj), source.issuer), vk
             raise AuthError("bad signature")
         if not static:
             raise AuthError("unknown signing key")

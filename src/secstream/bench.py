@@ -401,6 +401,10 @@ def _server(env_extra: dict[str, str] | None = None) -> Iterator[tuple[str, str,
 def run_bench(args: argparse.Namespace) -> int:
     if args.churn:
         return run_churn(args)
+    if args.publish:
+        from secstream.publish_bench import run_publish_bench
+
+        return run_publish_bench(args)
     if not 0 < args.steady_rate <= 100_000 or not 0 < args.steady_seconds <= 3600:
         print("secstream bench: --steady-rate must be in (0, 100000] and --steady-seconds "
               "in (0, 3600]", file=sys.stderr)
@@ -531,12 +535,11 @@ def _deflate_ratio(frames: int = 2000) -> tuple[float, float]:
     lines: list[str] = []
     while len(lines) < frames:
         lines += [line for line, _ in (*_port_scan(), *_web_scan())]
-    texts = []
+    texts: list[bytes] = []
     for i, line in enumerate(lines[:frames]):
         req = PublishRequest("test.progress", {"test_id": "t-42", "progress": i % 100,
                              "output": line, "module": "network_recon", "status": "running"})
-        body = encode(req).fields[5]
-        assert isinstance(body, bytes)
+        body = encode(req).fields[5].encode()
         texts.append(b'{"type":"event","id":"1795656029851-%d",' % i + body[1:])
 
     def ratio(messages: list[bytes]) -> float:

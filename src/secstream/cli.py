@@ -66,6 +66,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench.add_argument("--min-lifetime", type=float, default=2.0)
     bench.add_argument("--max-lifetime", type=float, default=20.0)
     bench.add_argument("--processes", type=int, default=2, help="--churn: client processes")
+    bench.add_argument("--publish", action="store_true",
+                       help="publishing throughput: HTTP (wrk) and Publisher")
+    bench.add_argument("--publish-seconds", type=float, default=5, help="--publish: per round")
+    bench.add_argument("--publish-connections", type=int, default=20,
+                       help="--publish: wrk's keep-alive connections")
+    bench.add_argument("--publish-concurrency", type=int, default=20,
+                       help="--publish: Publisher's publishes in flight")
     bench.add_argument(
         "--trace-ratio", type=float,
         help="trace: the server exports to an OTLP sink, sampling this share of publishes",

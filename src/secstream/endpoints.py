@@ -16,19 +16,15 @@ from starlette.responses import JSONResponse, Response
 
 from secstream.audit import Outcome, token_kid
 from secstream.auth import Principal
-from secstream.entries import StreamEntry, validate
+from secstream.entries import StreamEntry
 from secstream.errors import (
     AuthError,
-    EventInvalid,
     Forbidden,
     KeysUnavailable,
     LogUnavailable,
-    NotReplicated,
 )
 from secstream.events import KNOWN_ROLES, expand, is_valid_pattern
 from secstream.httpbodies import (
-    Accepted,
-    BatchAccepted,
     ClientConfig,
     DevToken,
     DevTokenRequest,
@@ -40,11 +36,7 @@ from secstream.httpbodies import (
 )
 from secstream.limits import retry_after
 from secstream.protocol import (
-    BATCH_DECODER,
-    ENCODER,
     MAX_DEPTH,
-    PUBLISH_DECODER,
-    PublishRequest,
     is_offset,
     too_deep,
 )
@@ -53,7 +45,6 @@ from secstream.service import Service
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
-MAX_BATCH = 1000
 MAX_POLL_LIMIT = 1000
 MAX_POLL_WAIT = 30.0
 MAX_TEST_ID = 256
@@ -91,20 +82,17 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-async def _http_principal(request: Request, *, publish: bool = False) -> Principal:
-    """The request's principal; a refusal is audited (``publish`` / ``poll.forbidden``)."""
+async def _http_principal(request: Request) -> Principal:
+    """The request's principal, when it may receive; a refusal is audited."""
     service = service_of(request)
-    action = "publish" if publish else "poll.forbidden"
+    action = "poll.forbidden"
     try:
         principal = await authenticate(service, _bearer(request))
     except AuthError as exc:
         _audit(request, action, "denied", reason=str(exc))
         raise
     try:
-        if publish:
-            service.auth.authorize_publisher(principal)
-        else:
-            service.auth.authorize_receiver(principal)
+        service.auth.authorize_receiver(principal)
     except Forbidden as exc:
         service.telemetry.auth_failures.add(1, {"reason": "forbidden"})
         _audit(request, action, "denied", sub=principal.sub, reason=str(exc))
@@ -141,7 +129,7 @@ def _authproblem(exc: AuthError) -> JSONResponse:
     return response
 
 
-# -- publishing ---------------------------------------------------------------------------
+# -- bodies (publishing itself is in publish_route) ---------------------------------------
 
 
 def _field_of(exc: msgspec.ValidationError, prefix: str = "") -> str:
@@ -152,20 +140,6 @@ def _field_of(exc: msgspec.ValidationError, prefix: str = "") -> str:
     if missing:
         path = f"{path}.{missing.group(1)}" if path else missing.group(1)
     return prefix + (path or "body")
-
-
-async def _publish_guard(request: Request) -> Principal | Response:
-    try:
-        principal = await _http_principal(request, publish=True)
-    except AuthError as exc:
-        return _authproblem(exc)
-    wait = await service_of(request).publish_limits.try_acquire(principal.sub)
-    if wait is not None:
-        _audit(request, "publish", "denied", sub=principal.sub, reason="rate_limited")
-        response = problem(429, "rate_limited", "too many publishes; slow down")
-        response.headers["Retry-After"] = retry_after(wait)
-        return response
-    return principal
 
 
 class _BodyTooLarge(Exception):
@@ -186,119 +160,6 @@ async def _read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
             raise _BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def publish(request: Request) -> Response:
-    return await _publish(request, batch=False)
-
-
-async def publish_batch(request: Request) -> Response:
-    return await _publish(request, batch=True)
-
-
-async def _publish(request: Request, *, batch: bool) -> Response:
-    guard = await _publish_guard(request)
-    if isinstance(guard, Response):
-        return guard
-    service = service_of(request)
-    key = request.headers.get("idempotency-key") or None
-    if key is not None:
-        if len(key) > 256:
-            return problem(422, "invalid_event", "at most 256 characters", field="Idempotency-Key")
-        # A key seen before answers with the first ids, whatever this body holds; the
-        # append script checks the key again, atomically, for a first-time key.
-        try:
-            seen = await service.log.idempotent_ids(key, guard.sub)
-        except LogUnavailable as exc:
-            return _unavailable(service, exc)
-        if seen is not None:
-            return _accepted(seen, single=not batch)
-    try:
-        body = await _read_body(request)
-    except _BodyTooLarge:
-        response = problem(413, "too_large", f"over {MAX_BODY_BYTES} bytes", field="body")
-        response.headers["Connection"] = "close"  # the rest of the body is never read
-        return response
-    try:
-        events = _decode_events(body, batch=batch, max_event_bytes=service.settings.max_event_bytes)
-    except msgspec.ValidationError as exc:
-        return problem(422, "invalid_event", str(exc), field=_field_of(exc))
-    except msgspec.DecodeError:
-        return problem(422, "invalid_event", "the body is not a JSON object", field="body")
-    except EventInvalid as exc:
-        return problem(422, "invalid_event", exc.reason, field=exc.field)
-    return await _append(request, service, events, key, guard.sub, single=not batch)
-
-
-def _decode_events(body: bytes, *, batch: bool, max_event_bytes: int) -> list[PublishRequest]:
-    """The validated events of a publish body; all of them, or an exception."""
-    if too_deep(body):
-        raise EventInvalid("body", f"nested deeper than {MAX_DEPTH} levels")
-    if not batch:
-        event = PUBLISH_DECODER.decode(body)
-        validate(event)
-        _check_size(event, "", max_event_bytes)
-        return [event]
-    events = BATCH_DECODER.decode(body).events
-    if not 0 < len(events) <= MAX_BATCH:
-        raise EventInvalid("events", f"must hold 1 to {MAX_BATCH} events")
-    for i, event in enumerate(events):
-        validate(event, prefix=f"events[{i}].")
-        _check_size(event, f"events[{i}]", max_event_bytes)
-    return events
-
-
-def _check_size(event: PublishRequest, field: str, limit: int) -> None:
-    size = len(ENCODER.encode(event))
-    if size > limit:
-        raise EventInvalid(
-            field or "body", f"the event encodes to {size} bytes, over SECSTREAM_MAX_EVENT_BYTES "
-            f"({limit})"
-        )
-
-
-async def _append(
-    request: Request,
-    service: Service,
-    events: list[PublishRequest],
-    key: str | None,
-    sub: str,
-    *,
-    single: bool,
-) -> Response:
-    try:
-        with service.telemetry.publish_span(
-            request.headers.get("traceparent"),
-            events=len(events),
-            event_type=events[0].event_type if len(events) == 1 else "batch",
-        ) as traceparent:
-            ids = await service.log.append(
-                events, idempotency_key=key, sub=sub, traceparent=traceparent
-            )
-    except LogUnavailable as exc:
-        return _unavailable(service, exc)
-    _audit(request, "publish", "allowed", sub=sub, event_ids=ids)
-    return _accepted(ids, single=single)
-
-
-def _accepted(ids: list[str], *, single: bool) -> Response:
-    return json(Accepted(ids[0]) if single else BatchAccepted(ids), 202)
-
-
-def _unavailable(service: Service, exc: LogUnavailable) -> Response:
-    service.telemetry.redis_errors.add(1)
-    message = "the event log is unavailable; retry"
-    if not isinstance(exc, NotReplicated):
-        service.redis_watch.failed(str(exc))
-    else:
-        service.redis_watch.unreplicated(exc.wanted, exc.confirmed)
-        message = (
-            f"not confirmed by {exc.wanted} replicas within 1 s ({exc.confirmed} did); "
-            "retry with the same Idempotency-Key"
-        )
-    response = problem(503, "unavailable", message)
-    response.headers["Retry-After"] = "1"
-    return response
 
 
 # -- polling -------------------------------------------------------------------------------

@@ -95,14 +95,28 @@ def validate(req: PublishRequest, prefix: str = "") -> None:
         raise EventInvalid(f"{prefix}ttl", f"must be 0 to {MAX_TTL_SECONDS} seconds (a year)")
 
 
+_last_iso: tuple[int, str] = (-1, "")
+
+
 def now_iso(now: float | None = None) -> str:
-    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``now`` (default: the time) in ISO 8601 with milliseconds, UTC (``...Z``); the last
+    millisecond's text is kept, as publishes and their audit records ask many times a ms."""
+    global _last_iso
+    now = time.time() if now is None else now
+    ms = int(now * 1000)
+    if _last_iso[0] == ms:
+        return _last_iso[1]
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    text = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    _last_iso = (ms, text)
+    return text
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Encoded:
-    fields: list[bytes | str]
+    fields: list[str]
+    """Text only: the append script reads them as MessagePack strings (Redis 6's Lua
+    MessagePack has no binary type)."""
     test_id: str
     critical: bool
 
@@ -125,10 +139,10 @@ def encode(
     }
     body = _BODY_ENCODER.encode(
         _TracedBody(**common, traceparent=traceparent) if traceparent else _Body(**common)
-    )
+    ).decode()
     test_id = req.data.get("test_id")
     test_id = test_id if isinstance(test_id, str) else ""
-    fields: list[bytes | str] = ["t", req.event_type, "p", req.priority, "b", body]
+    fields = ["t", req.event_type, "p", req.priority, "b", body]
     if test_id:
         fields += ["k", test_id]
     if req.ttl is not None:
@@ -137,7 +151,8 @@ def encode(
         fields += ["tp", traceparent]
     if req.audience is not None:
         aud = req.audience
-        fields += ["a", msgspec.json.encode({"u": aud.users, "g": aud.groups, "r": aud.roles})]
+        audience = {"u": aud.users, "g": aud.groups, "r": aud.roles}
+        fields += ["a", msgspec.json.encode(audience).decode()]
     return Encoded(fields=fields, test_id=test_id, critical=req.priority == "critical")
 
 

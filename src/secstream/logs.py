@@ -41,6 +41,10 @@ _FIELD: Final = re.compile(
     r"""\\?["']\s*:\s*\\?["'])[^"'\\]+"""
 )
 _HEADER: Final = re.compile(r"(?i)\b(authorization|cookie|x-api-key)(\"?\s*[:=,]\s*\"?)[^\"\n]+")
+# What each pattern cannot match without, lower case: a line without any skips it.
+_HEADER_NAMES: Final = ("authorization", "cookie", "x-api-key")
+_FIELD_NAMES: Final = ("token", "jwt", "secret", "password")
+_PARAM_NAMES: Final = ("token", "jwt", "secret", "password", "key")
 
 _STANDARD: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__
@@ -63,13 +67,34 @@ class Redactor:
             self._secrets.sort(key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
+        """Each pattern runs only on a line holding what it cannot match without (a
+        line per publish or request at ``info``: the five scans cost more than the rest
+        of writing it). A line that is not ASCII gets every scan: ``(?i)`` matches some
+        non-ASCII letters (the long s, the Kelvin sign) that ``lower()`` does not map."""
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
-        text = _HEADER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
-        text = _FIELD.sub(lambda m: m.group(1) + REDACTED, text)
-        text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
-        text = _PARAM.sub(_param, text)
-        return _JWT.sub(REDACTED, text)
+        if not text.isascii():
+            return _redact_all(text)
+        lower = text.lower()
+        if any(name in lower for name in _HEADER_NAMES):
+            text = _HEADER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+        if any(name in lower for name in _FIELD_NAMES):
+            text = _FIELD.sub(lambda m: m.group(1) + REDACTED, text)
+        if "bearer" in lower:
+            text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+        if ("=" in text or "%3d" in lower) and (
+            "%" in text or any(name in lower for name in _PARAM_NAMES)
+        ):  # a secret parameter's name is in the line, or percent-encoded
+            text = _PARAM.sub(_param, text)
+        return _JWT.sub(REDACTED, text) if "eyJ" in text else text
+
+
+def _redact_all(text: str) -> str:
+    text = _HEADER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+    text = _FIELD.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _PARAM.sub(_param, text)
+    return _JWT.sub(REDACTED, text)
 
 
 def _param(match: re.Match[str]) -> str:

@@ -42,19 +42,27 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
-class SecurityHeaders:
-    def __init__(self, app: ASGIApp, policy: Callable[[], str] | None = None) -> None:
+class PolicyHeaders:
+    """The security headers for the CSP ``policy()`` gives now, made again only when it
+    changes (``SecurityHeaders``, and ``publish_route`` that answers past it)."""
+
+    def __init__(self, policy: Callable[[], str] | None = None) -> None:
         """``policy``: the CSP now (it may change once a provider is discovered)."""
-        self.app = app
         self._policy = policy or (lambda: CONTENT_SECURITY_POLICY)
         self._cached: tuple[str, tuple[tuple[bytes, bytes], ...]] = ("", ())
 
-    def _headers(self) -> tuple[tuple[bytes, bytes], ...]:
+    def __call__(self) -> tuple[tuple[bytes, bytes], ...]:
         policy = self._policy()
         if policy != self._cached[0]:
             headers = ((b"content-security-policy", policy.encode()), *OTHER_SECURITY_HEADERS)
             self._cached = (policy, headers)
         return self._cached[1]
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp, policy: Callable[[], str] | None = None) -> None:
+        self.app = app
+        self._headers = PolicyHeaders(policy)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -9,10 +9,11 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from redis.asyncio import Redis
 
+from secstream.appender import GroupAppender
 from secstream.control import RunRecords
 from secstream.control_reader import ControlReader
-from secstream.entries import validate
-from secstream.eventlog import RedisEventLog
+from secstream.entries import encode, validate
+from secstream.eventlog import AppendOp, RedisEventLog
 from secstream.events import Priority
 from secstream.protocol import Audience, PublishRequest
 from secstream.redis_client import RedisClient, connect
@@ -73,6 +74,8 @@ class Publisher:
         self.log = RedisEventLog(
             self._redis, prefix=prefix, maxlen=maxlen, min_replicas=min_replicas
         )
+        # Concurrent publishes (asyncio.gather, several tasks) share one script call.
+        self._appender = GroupAppender(self.log)
         self.sub = sub
         self.runs = RunRecords(self._redis, prefix=prefix)
         self.control = ControlReader(self.runs)
@@ -84,6 +87,7 @@ class Publisher:
         await self.aclose()
 
     async def aclose(self) -> None:
+        await self._appender.aclose()
         await self.control.aclose()
         if self._owns_redis:
             await self._client.aclose()
@@ -100,7 +104,10 @@ class Publisher:
         ttl: float | None = None,
         idempotency_key: str | None = None,
     ) -> Offset:
-        """Append one event; its id. Raises EventInvalid, or LogUnavailable."""
+        """Append one event; its id. Raises EventInvalid, or LogUnavailable.
+
+        Publishes awaited concurrently go to Redis together, in one round trip.
+        """
         event = PublishRequest(
             event_type=event_type,
             data=data,
@@ -117,13 +124,10 @@ class Publisher:
             kind=SpanKind.PRODUCER,
             attributes={"secstream.events": 1, "secstream.event_type": event_type},
         ) as span:
-            (offset,) = await self.log.append(
-                [event],
-                idempotency_key=idempotency_key,
-                sub=self.sub,
-                traceparent=format_traceparent(span),
-            )
-        return offset
+            op = AppendOp([encode(event, None, format_traceparent(span))], idempotency_key,
+                          self.sub)
+            appended = await self._appender.append(op)
+        return appended.ids[0]
 
     def test_run(
         self,

@@ -94,10 +94,13 @@ def guarded_http(
 
         def on_headers_complete(self) -> None:
             self._disarm()
+            previous = self.cycle
             super().on_headers_complete()
             # An upgrade hands the socket to the WebSocket protocol: no body to time.
             if not (self.parser.should_upgrade() and self._should_upgrade()):
                 self._body_timer = self.loop.call_later(body_timeout, self.transport.close)
+                if self.cycle is not previous and self.scope["method"] != "HEAD":
+                    self.cycle.transport = OneWrite(self.transport, self.cycle)  # type: ignore[assignment]
 
         def on_message_complete(self) -> None:
             self._body_done()
@@ -128,3 +131,37 @@ def guarded_http(
                 self.transport.close()
 
     return GuardedHttp
+
+
+class OneWrite:
+    """The transport of one response: its status line and headers wait for the first
+    body write and leave with it, so a small response is one write (one segment, one
+    wake-up of the client) instead of two.
+
+    uvicorn writes the head and the body of a response separately. A HEAD response has
+    no body write: it is not wrapped. Closing writes a held head first.
+    """
+
+    __slots__ = ("_cycle", "_head", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._head is not None:
+            data, self._head = self._head + data, None
+        elif self._cycle is not None and self._cycle.response_started:
+            self._head, self._cycle = data, None  # the head: hold it; later writes pass
+            return
+        self._transport.write(data)
+
+    def close(self) -> None:
+        if self._head is not None:
+            self._transport.write(self._head)
+            self._head = None
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()

@@ -16,6 +16,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from secstream.acks import AckWriter
+from secstream.appender import GroupAppender
 from secstream.audit import Audit, audit_close
 from secstream.auth import Authenticator
 from secstream.config import Settings
@@ -44,6 +45,15 @@ class _HubMetrics:
         self._telemetry = telemetry
         self.latencies = Latencies()
         self.published = 0
+        self._reported = 0
+        telemetry.before_render(self._report)
+
+    def _report(self) -> None:
+        """``secstream_events_published_total`` gets its count when it is read: an OTel
+        ``add`` per event costs more than the rest of counting it."""
+        if self.published > self._reported:
+            self._telemetry.events_published.add(self.published - self._reported)
+            self._reported = self.published
 
     def delivery_latency(self, seconds: float) -> None:
         """Hook for the sender: seconds from append to the send on a socket."""
@@ -52,7 +62,6 @@ class _HubMetrics:
 
     def dispatched(self, entry: StreamEntry, recipients: int) -> None:
         """Every append (HTTP or Publisher) passes this node's tail once: count it here."""
-        self._telemetry.events_published.add(1)
         self.published += 1
         if entry.traceparent:
             self._telemetry.deliver(
@@ -92,6 +101,8 @@ class Service:
             critical_retention_seconds=settings.critical_retention_seconds,
             min_replicas=settings.min_replicas,
         )
+        self.appender = GroupAppender(self.log)
+        """HTTP publishes: concurrent ones share one script call (``publish_route``)."""
         self.oidc: OidcKeys | None = None
         if settings.oidc_issuer is not None:
             from secstream.oidc import OidcKeys  # httpx and authlib: only when asked for
@@ -247,6 +258,7 @@ class Service:
 
     async def stop(self) -> None:
         await cancel_all(list(self._tasks))
+        await self.appender.aclose()
         await self.hub.stop()
         await self.acks.stop()
         await self.registry.leave()

@@ -43,8 +43,8 @@ from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import ParentBased
-from opentelemetry.trace import NonRecordingSpan, Span, SpanKind
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision, ParentBased
+from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.core import HistogramMetricFamily, Metric
 
@@ -165,6 +165,10 @@ class Telemetry:
             self._tracer_provider.add_span_processor(BatchSpanProcessor(chosen))
         self._tracer = self._tracer_provider.get_tracer("secstream")
         self._sessions: dict[str, Span] = {}
+        self._before_render: list[Callable[[], None]] = []
+        # The default sampler (parent-based, always on): a publish span's flags are its
+        # parent's, or sampled; no need to ask the SDK.
+        self._default_sampler = self._tracer_provider.sampler is DEFAULT_ON
         meter = self._meter_provider.get_meter("secstream")
 
         # Counter names get ``_total`` and the histogram's unit ``s`` gets ``_seconds``
@@ -247,8 +251,14 @@ class Telemetry:
         for reason in AUTH_FAILURE_REASONS:
             self.auth_failures.add(0, {"reason": reason})
 
+    def before_render(self, call: Callable[[], None]) -> None:
+        """``call`` runs before each render: to add counts kept in plain ints meanwhile."""
+        self._before_render.append(call)
+
     def render(self) -> tuple[bytes, str]:
         """Prometheus text exposition (format 0.0.4) and its content type."""
+        for call in self._before_render:
+            call()
         return generate_latest(_WithEmptyHistograms(self._registry)), CONTENT_TYPE_PLAIN_0_0_4
 
     def span(self, name: str, **attributes: str | int) -> AbstractContextManager[Span]:
@@ -259,8 +269,16 @@ class Telemetry:
         self, traceparent: str | None, *, events: int, event_type: str
     ) -> Iterator[str | None]:
         """``secstream.publish``, a child of ``traceparent`` when it is valid, else of the
-        current span; yields the traceparent to store with the events."""
+        current span; yields the traceparent to store with the events.
+
+        With no exporter the span would go nowhere: only its identity is made (the
+        parent's trace, a new span id, the sampler's decision), which costs a few
+        microseconds instead of the SDK's span, so that publishing stays cheap.
+        """
         parent = parse_traceparent(traceparent)
+        if not self.exporting:
+            yield self._child_traceparent(parent)
+            return
         context = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
         attributes: dict[str, str | int] = {
             "secstream.events": events, "secstream.event_type": event_type
@@ -269,6 +287,24 @@ class Telemetry:
             "secstream.publish", context=context, kind=SpanKind.PRODUCER, attributes=attributes
         ) as span:
             yield format_traceparent(span)
+
+    def _child_traceparent(self, parent: SpanContext | None) -> str:
+        """The traceparent the SDK would give a new ``secstream.publish`` span: in the
+        parent's trace (``traceparent``'s, else the current span's), a new span id, and
+        the sampler's decision."""
+        if parent is None:
+            parent = trace.get_current_span().get_span_context()
+        ids = self._tracer_provider.id_generator
+        trace_id = parent.trace_id if parent.is_valid else ids.generate_trace_id()
+        if self._default_sampler:
+            flags = int(parent.trace_flags) & 1 if parent.is_valid else 1
+        else:
+            context = trace.set_span_in_context(NonRecordingSpan(parent))
+            decision = self._tracer_provider.sampler.should_sample(
+                context, trace_id, "secstream.publish", SpanKind.PRODUCER
+            )
+            flags = 1 if decision.decision == Decision.RECORD_AND_SAMPLE else 0
+        return f"00-{trace_id:032x}-{ids.generate_span_id():016x}-{flags:02x}"
 
     def deliver(
         self,
