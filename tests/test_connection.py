@@ -24,6 +24,9 @@ class RecordingSocket:
     def __init__(self) -> None:
         self.frames: list[dict[str, Any]] = []
 
+    def write_now(self, data: str) -> bool:
+        return False
+
     async def send_text(self, data: str) -> None:
         self.frames.append(json.loads(data))
 

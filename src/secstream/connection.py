@@ -47,6 +47,10 @@ _PAST_SUBSCRIPTIONS = 32
 
 
 class Socket(Protocol):
+    def write_now(self, data: str) -> bool:
+        """Send a text frame at once, if this socket can without waiting (else False,
+        nothing sent: use ``send_text``)."""
+
     async def send_text(self, data: str) -> None: ...
 
     async def receive(self) -> str | bytes | None:
@@ -479,6 +483,9 @@ class Connection:
         while self.state is State.OPEN and self._sending is None and self._drop_replaced():
             text, events, published_at = self._take()
             try:
+                if self.socket.write_now(text):
+                    self._sent(events, published_at)
+                    continue
                 rest = eager.start(self.socket.send_text(text))
             except Exception:
                 self._lost()
@@ -498,7 +505,8 @@ class Connection:
             self._sent(events, published_at)
             while self.state is State.OPEN and self._drop_replaced():
                 text, events, published_at = self._take()
-                await self.socket.send_text(text)
+                if not self.socket.write_now(text):
+                    await self.socket.send_text(text)
                 if self.state is not State.OPEN:
                     return
                 self._sent(events, published_at)
