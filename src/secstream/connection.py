@@ -129,11 +129,11 @@ class Counters:
         """Seconds from append to send, of the oldest event in a frame just sent."""
         self._frames = 0
 
-    def frame_sent(self, events: int, published_at: float) -> None:
+    def frame_sent(self, events: int, oldest: StreamEntry) -> None:
         self.delivered += events
         self._frames += 1
         if self.latency is not None and self._frames % self.LATENCY_EVERY == 0:
-            self.latency(max(0.0, time.time() - published_at))
+            self.latency(max(0.0, time.time() - oldest.published_at))
 
 
 Key = tuple[int, int]
@@ -455,16 +455,16 @@ class Connection:
                 del self._latest[entry.test_id]
         return item
 
-    def _take(self) -> tuple[str, int, float]:
+    def _take(self) -> tuple[str, int, StreamEntry | None]:
         """The next frame to send: a control frame, one event, or a batch of events;
-        how many events it holds, and when its oldest was appended. The head of the
-        queue is not a replaced item."""
+        how many events it holds, and its oldest event. The head of the queue is not
+        a replaced item."""
         first = self._pop()
-        if first.entry is None:
-            return first.text, 0, 0.0
-        published_at = first.entry.published_at
+        oldest = first.entry
+        if oldest is None:
+            return first.text, 0, None
         if not self._outbox:  # the usual case below load: one event, one frame
-            return first.text, 1, published_at
+            return first.text, 1, oldest
         parts = [first.text]
         size = len(first.text)
         while len(parts) < MAX_BATCH_EVENTS and size < MAX_BATCH_BYTES and self._drop_replaced():
@@ -474,52 +474,54 @@ class Connection:
             size += len(item.text)
             parts.append(item.text)
         if len(parts) == 1:
-            return first.text, 1, published_at
-        return '{"type":"batch","events":[' + ",".join(parts) + "]}", len(parts), published_at
+            return first.text, 1, oldest
+        return '{"type":"batch","events":[' + ",".join(parts) + "]}", len(parts), oldest
 
     def flush(self) -> None:
         """Send what is queued, as far as the socket takes it at once (the writer's pass)."""
         self._flush_wanted = False
         while self.state is State.OPEN and self._sending is None and self._drop_replaced():
-            text, events, published_at = self._take()
+            text, events, oldest = self._take()
             try:
                 if self.socket.write_now(text):
-                    self._sent(events, published_at)
+                    self._sent(events, oldest)
                     continue
                 rest = eager.start(self.socket.send_text(text))
             except Exception:
                 self._lost()
                 return
             if rest is not None:
-                self._sending = asyncio.create_task(self._finish(rest, events, published_at))
+                self._sending = asyncio.create_task(self._finish(rest, events, oldest))
                 return
-            self._sent(events, published_at)
+            self._sent(events, oldest)
         self._sent_all()
 
-    async def _finish(self, rest: eager.Rest, events: int, published_at: float) -> None:
+    async def _finish(
+        self, rest: eager.Rest, events: int, oldest: StreamEntry | None
+    ) -> None:
         """The socket pushed back: finish that send, then send the rest of the queue here."""
         try:
             await rest
             if self.state is not State.OPEN:
                 return  # finished while closing: not counted as delivered
-            self._sent(events, published_at)
+            self._sent(events, oldest)
             while self.state is State.OPEN and self._drop_replaced():
-                text, events, published_at = self._take()
+                text, events, oldest = self._take()
                 if not self.socket.write_now(text):
                     await self.socket.send_text(text)
                 if self.state is not State.OPEN:
                     return
-                self._sent(events, published_at)
+                self._sent(events, oldest)
             self._sent_all()
         except Exception:
             self._lost()
         finally:
             self._sending = None
 
-    def _sent(self, events: int, published_at: float) -> None:
+    def _sent(self, events: int, oldest: StreamEntry | None) -> None:
         self.sent += events
-        if events:
-            self._counters.frame_sent(events, published_at)
+        if oldest is not None:
+            self._counters.frame_sent(events, oldest)
         self._waiting_since = time.monotonic() if self._outbox else None
         if self._full and self.queued_bytes < self.max_queue_bytes // 2:
             self._made_room()

@@ -95,9 +95,8 @@ def write_now(proto: WebSocketsSansIOProtocol, frame: bytes) -> bool:
         proto.close_sent
         or proto.disconnected
         or not proto.writable.is_set()
-        or proto.conn.state is not State.OPEN
-        or proto.conn.expect_continuation_frame
         or proto.transport.is_closing()
+        or proto.conn.state is not State.OPEN
     ):
         return False
     proto.transport.write(frame)
