@@ -39,6 +39,13 @@ logger = logging.getLogger(__name__)
 
 LOAD_LINGER_SECONDS = 0.05
 """Under load, how long queued frames wait for more events to batch."""
+BUSY_LINGER_SECONDS = 0.02
+"""Fanning out to many sockets, how long queued frames wait so that events close together
+share a frame: one socket write per frame is most of the CPU a delivery costs."""
+BUSY_CONNECTIONS = 256
+"""A writer pass to this many connections or more makes the writer busy..."""
+BUSY_SECONDS = 0.1
+"""... for this long after it: a lone event after a quiet spell goes out on the next turn."""
 WRITER_SLICE_SECONDS = 0.02
 """Longest run of sends in one writer pass before the event loop gets a turn."""
 MAX_BATCH_EVENTS = 500
@@ -77,15 +84,18 @@ class Load(Protocol):
 
 class Writer:
     """One pass that sends what every connection has queued, run once per turn of the
-    event loop after frames were queued (under load, ``LOAD_LINGER_SECONDS`` later, so
-    frames are fewer and wider). A send the socket takes at once needs no task; only a
+    event loop after frames were queued; while it fans out to many connections,
+    ``BUSY_LINGER_SECONDS`` later, and under load ``LOAD_LINGER_SECONDS`` later, so
+    frames are fewer and wider. A send the socket takes at once needs no task; only a
     socket that pushes back gets one, until it has taken its queue."""
 
-    __slots__ = ("_armed", "_queued")
+    __slots__ = ("_armed", "_busy_until", "_queued")
 
     def __init__(self) -> None:
         self._queued: list[Connection] = []
         self._armed = False
+        self._busy_until = 0.0
+        """Until when (monotonic) passes wait ``BUSY_LINGER_SECONDS``."""
 
     def want(self, conn: Connection, linger: bool) -> None:
         self._queued.append(conn)
@@ -94,6 +104,8 @@ class Writer:
             loop = asyncio.get_running_loop()
             if linger:
                 loop.call_later(LOAD_LINGER_SECONDS, self.run)
+            elif time.monotonic() < self._busy_until:
+                loop.call_later(BUSY_LINGER_SECONDS, self.run)
             else:
                 loop.call_soon(self.run)
 
@@ -101,6 +113,8 @@ class Writer:
         self._armed = False
         queued, self._queued = self._queued, []
         started = time.monotonic()
+        if len(queued) >= BUSY_CONNECTIONS:
+            self._busy_until = started + BUSY_SECONDS
         for i, conn in enumerate(queued):
             if i % 256 == 255 and time.monotonic() - started > WRITER_SLICE_SECONDS:
                 # The event loop gets a turn (heartbeats, reads); the rest go first next pass.
