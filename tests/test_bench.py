@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from secstream.bench import SeqCheck
+from secstream.bench import MAX_IDLE, SeqCheck, _idle_report, idle_steps, run_idle
 from secstream.cli import main
 
 
@@ -41,3 +41,27 @@ def test_the_publish_run_is_bounded(argv: list[str], capsys: pytest.CaptureFixtu
         main(["bench", "--publish", *argv])
     assert exc.value.code == 2
     assert "--publish-seconds must be in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("spec", ["", "0", "10,5", "5,5", "x", "50001", "0,10"])
+def test_the_idle_steps_are_bounded(spec: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="--idle takes"):
+        idle_steps(spec)
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--idle", spec])
+    assert exc.value.code == 2
+    assert "--idle takes" in capsys.readouterr().err
+
+
+def test_idle_steps_read_cumulative_counts() -> None:
+    assert idle_steps("5000,10000") == [5000, 10000]
+    assert idle_steps(str(MAX_IDLE)) == [MAX_IDLE]
+
+
+def test_the_idle_scenario_measures_a_real_server() -> None:
+    """Real processes: a server, an embedded Redis, a client process holding the sockets."""
+    results = run_idle([20, 60])
+    assert [r.connections for r in results] == [0, 20, 60]
+    assert all(r.rss_kib > 10_000 for r in results)  # a Python server's RSS, in KiB
+    report = _idle_report(results)
+    assert report.count("\n") == 4 and "| 60 |" in report

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from secstream.auth import Principal
-from secstream.connection import Connection, Subscription
+from secstream.connection import (
+    BUSY_CONNECTIONS,
+    BUSY_LINGER_SECONDS,
+    BUSY_SECONDS,
+    Connection,
+    Subscription,
+    Writer,
+)
 from secstream.entries import StreamEntry
 from secstream.events import receivable
 
@@ -23,6 +30,9 @@ class RecordingSocket:
 
     def __init__(self) -> None:
         self.frames: list[dict[str, Any]] = []
+
+    def write_now(self, data: str) -> bool:
+        return False
 
     async def send_text(self, data: str) -> None:
         self.frames.append(json.loads(data))
@@ -208,3 +218,51 @@ async def test_delivery_latency_is_timed_at_the_send_one_frame_in_sixteen() -> N
     conn.push(_entry(99))
     await _drain(conn)
     assert len(timed) == 2  # nothing sent after a close, nothing timed
+
+
+def _fleet(n: int) -> list[tuple[Connection, RecordingSocket]]:
+    """``n`` connections sharing one writer, as the hub's do."""
+    writer = Writer()
+    fleet = []
+    for i in range(n):
+        socket = RecordingSocket()
+        principal = Principal("u-1", frozenset({"viewer"}), frozenset(), 2e9,
+                              receivable(["viewer"]))
+        conn = Connection(socket, principal, connection_id=f"c-{i}", client_id=None,
+                          max_queue_bytes=1 << 20, writer=writer)
+        _subscribe(conn)
+        fleet.append((conn, socket))
+    return fleet
+
+
+def _deliver_to(fleet: list[tuple[Connection, RecordingSocket]], seq: int) -> None:
+    entry = _entry(seq)
+    for conn, _ in fleet:
+        conn.deliver(entry, "0-0")
+
+
+async def test_fanning_out_to_many_the_writer_waits_so_close_events_share_frames() -> None:
+    fleet = _fleet(BUSY_CONNECTIONS)
+    _deliver_to(fleet, 1)
+    await asyncio.sleep(0)  # not busy yet: the next turn sends
+    assert all(len(s.frames) == 1 for _, s in fleet)
+    _deliver_to(fleet, 2)  # right after a pass to that many: busy, it waits
+    _deliver_to(fleet, 3)
+    await asyncio.sleep(0)
+    assert all(len(s.frames) == 1 for _, s in fleet)
+    await asyncio.sleep(BUSY_LINGER_SECONDS * 2)
+    for _, socket in fleet:
+        assert [f["type"] for f in socket.frames] == ["event", "batch"]
+        assert [_seq(e["id"]) for e in _events(socket.frames)] == [1, 2, 3]
+    await asyncio.sleep(BUSY_SECONDS)  # a quiet spell: no longer busy
+    _deliver_to(fleet, 4)
+    await asyncio.sleep(0)
+    assert all(len(s.frames) == 3 for _, s in fleet)
+
+
+async def test_fanning_out_to_a_few_the_writer_never_waits() -> None:
+    fleet = _fleet(BUSY_CONNECTIONS - 1)
+    for seq in range(1, 4):
+        _deliver_to(fleet, seq)
+        await asyncio.sleep(0)
+        assert all(len(s.frames) == seq for _, s in fleet)

@@ -88,6 +88,9 @@ class PushingBackSocket:
         self.frames: list[dict[str, Any]] = []
         self.gate = asyncio.Event()
 
+    def write_now(self, data: str) -> bool:
+        return False
+
     async def send_text(self, data: str) -> None:
         await self.gate.wait()
         self.frames.append(json.loads(data))

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import http.server
+import itertools
 import json
 import multiprocessing
 import os
@@ -398,6 +399,78 @@ def _server(env_extra: dict[str, str] | None = None) -> Iterator[tuple[str, str,
             redis.stop()
 
 
+MAX_IDLE = 50_000
+"""The most connections ``--idle`` opens (each is a socket at both ends: file descriptors)."""
+
+
+def idle_steps(spec: str) -> list[int]:
+    """``--idle 5000,10000``: increasing cumulative counts, each 1 to ``MAX_IDLE``."""
+    try:
+        steps = [int(part) for part in spec.split(",")]
+    except ValueError:
+        raise ValueError("--idle takes counts such as 5000,10000") from None
+    if not steps or steps != sorted(set(steps)) or not 0 < steps[0] <= steps[-1] <= MAX_IDLE:
+        raise ValueError(f"--idle takes increasing counts from 1 to {MAX_IDLE:,}")
+    return steps
+
+
+def _raise_open_files(wanted: int) -> None:
+    """Both ends of every socket live on this machine: raise the soft limit on open
+    files (inherited by the server and the client process) as far as the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+@dataclass
+class IdleStep:
+    connections: int
+    seconds: float
+    rss_kib: int
+    """The server's RSS with this many connections open (after a settling second)."""
+
+
+def run_idle(steps: list[int]) -> list[IdleStep]:
+    """Open idle connections, each subscribed to ``test.progress`` (as the peer harness's
+    ``connections`` scenario), in cumulative steps; the server's RSS at each."""
+    _raise_open_files(steps[-1] + 4096)
+    results: list[IdleStep] = []
+    with _server() as (base, _redis_url, pid):
+        ws_url = base.replace("http", "ws", 1) + "/ws"
+        token, _ = Authenticator(secret=SECRET).mint("bench", ["viewer"], expires_in=3600)
+        remote = _Remote(ws_url, token)
+        try:
+            time.sleep(1.0)
+            results.append(IdleStep(0, 0.0, _rss_kib(pid)))
+            opened = 0
+            for step in steps:
+                started = time.monotonic()
+                assert remote.call("connect", "idle", step - opened) == "ok"
+                seconds = time.monotonic() - started
+                opened = step
+                time.sleep(1.0)
+                results.append(IdleStep(step, seconds, _rss_kib(pid)))
+            remote.call("close", "idle")
+        finally:
+            remote.stop()
+    return results
+
+
+def _idle_report(results: list[IdleStep]) -> str:
+    base = results[0]
+    rows = ["| connections | opened in s | server RSS MiB | KiB per connection (vs none) "
+            "| KiB per connection (vs previous step) |", "| --- | --- | --- | --- | --- |"]
+    for prev, step in itertools.pairwise(results):
+        per = (step.rss_kib - base.rss_kib) / step.connections
+        between = (step.rss_kib - prev.rss_kib) / (step.connections - prev.connections)
+        rows.append(f"| {step.connections:,} | {step.seconds:.1f} | {step.rss_kib / 1024:.1f} "
+                    f"| {per:.1f} | {between:.1f} |")
+    return "\n".join(rows) + "\n"
+
+
 def run_bench(args: argparse.Namespace) -> int:
     if args.churn:
         return run_churn(args)
@@ -405,6 +478,17 @@ def run_bench(args: argparse.Namespace) -> int:
         from secstream.publish_bench import run_publish_bench
 
         return run_publish_bench(args)
+    if args.idle is not None:
+        try:
+            steps = idle_steps(args.idle)
+        except ValueError as exc:
+            print(f"secstream bench: {exc}", file=sys.stderr)
+            return 2
+        report = _idle_report(run_idle(steps))
+        print(report)
+        if args.out:
+            args.out.write_text(report)
+        return 0
     if not 0 < args.steady_rate <= 100_000 or not 0 < args.steady_seconds <= 3600:
         print("secstream bench: --steady-rate must be in (0, 100000] and --steady-seconds "
               "in (0, 3600]", file=sys.stderr)

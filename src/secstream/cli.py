@@ -58,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     bench.add_argument("--steady-rate", type=float, default=50,
                        help="events per second in the fixed-rate latency run")
     bench.add_argument("--steady-seconds", type=float, default=5)
+    bench.add_argument("--idle", metavar="N[,N...]",
+                       help="idle subscribed connections in cumulative steps (e.g. 5000,10000): "
+                            "the server's memory per connection; nothing else runs")
     bench.add_argument("--churn", action="store_true",
                        help="clients reconnecting at random while events are published")
     bench.add_argument("--rate", type=float, default=1000, help="--churn: events per second")

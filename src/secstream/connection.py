@@ -39,6 +39,13 @@ logger = logging.getLogger(__name__)
 
 LOAD_LINGER_SECONDS = 0.05
 """Under load, how long queued frames wait for more events to batch."""
+BUSY_LINGER_SECONDS = 0.02
+"""Fanning out to many sockets, how long queued frames wait so that events close together
+share a frame: one socket write per frame is most of the CPU a delivery costs."""
+BUSY_CONNECTIONS = 256
+"""A writer pass to this many connections or more makes the writer busy..."""
+BUSY_SECONDS = 0.1
+"""... for this long after it: a lone event after a quiet spell goes out on the next turn."""
 WRITER_SLICE_SECONDS = 0.02
 """Longest run of sends in one writer pass before the event loop gets a turn."""
 MAX_BATCH_EVENTS = 500
@@ -47,6 +54,10 @@ _PAST_SUBSCRIPTIONS = 32
 
 
 class Socket(Protocol):
+    def write_now(self, data: str) -> bool:
+        """Send a text frame at once, if this socket can without waiting (else False,
+        nothing sent: use ``send_text``)."""
+
     async def send_text(self, data: str) -> None: ...
 
     async def receive(self) -> str | bytes | None:
@@ -73,15 +84,18 @@ class Load(Protocol):
 
 class Writer:
     """One pass that sends what every connection has queued, run once per turn of the
-    event loop after frames were queued (under load, ``LOAD_LINGER_SECONDS`` later, so
-    frames are fewer and wider). A send the socket takes at once needs no task; only a
+    event loop after frames were queued; while it fans out to many connections,
+    ``BUSY_LINGER_SECONDS`` later, and under load ``LOAD_LINGER_SECONDS`` later, so
+    frames are fewer and wider. A send the socket takes at once needs no task; only a
     socket that pushes back gets one, until it has taken its queue."""
 
-    __slots__ = ("_armed", "_queued")
+    __slots__ = ("_armed", "_busy_until", "_queued")
 
     def __init__(self) -> None:
         self._queued: list[Connection] = []
         self._armed = False
+        self._busy_until = 0.0
+        """Until when (monotonic) passes wait ``BUSY_LINGER_SECONDS``."""
 
     def want(self, conn: Connection, linger: bool) -> None:
         self._queued.append(conn)
@@ -90,6 +104,8 @@ class Writer:
             loop = asyncio.get_running_loop()
             if linger:
                 loop.call_later(LOAD_LINGER_SECONDS, self.run)
+            elif time.monotonic() < self._busy_until:
+                loop.call_later(BUSY_LINGER_SECONDS, self.run)
             else:
                 loop.call_soon(self.run)
 
@@ -97,6 +113,8 @@ class Writer:
         self._armed = False
         queued, self._queued = self._queued, []
         started = time.monotonic()
+        if len(queued) >= BUSY_CONNECTIONS:
+            self._busy_until = started + BUSY_SECONDS
         for i, conn in enumerate(queued):
             if i % 256 == 255 and time.monotonic() - started > WRITER_SLICE_SECONDS:
                 # The event loop gets a turn (heartbeats, reads); the rest go first next pass.
@@ -125,11 +143,11 @@ class Counters:
         """Seconds from append to send, of the oldest event in a frame just sent."""
         self._frames = 0
 
-    def frame_sent(self, events: int, published_at: float) -> None:
+    def frame_sent(self, events: int, oldest: StreamEntry) -> None:
         self.delivered += events
         self._frames += 1
         if self.latency is not None and self._frames % self.LATENCY_EVERY == 0:
-            self.latency(max(0.0, time.time() - published_at))
+            self.latency(max(0.0, time.time() - oldest.published_at))
 
 
 Key = tuple[int, int]
@@ -451,16 +469,16 @@ class Connection:
                 del self._latest[entry.test_id]
         return item
 
-    def _take(self) -> tuple[str, int, float]:
+    def _take(self) -> tuple[str, int, StreamEntry | None]:
         """The next frame to send: a control frame, one event, or a batch of events;
-        how many events it holds, and when its oldest was appended. The head of the
-        queue is not a replaced item."""
+        how many events it holds, and its oldest event. The head of the queue is not
+        a replaced item."""
         first = self._pop()
-        if first.entry is None:
-            return first.text, 0, 0.0
-        published_at = first.entry.published_at
+        oldest = first.entry
+        if oldest is None:
+            return first.text, 0, None
         if not self._outbox:  # the usual case below load: one event, one frame
-            return first.text, 1, published_at
+            return first.text, 1, oldest
         parts = [first.text]
         size = len(first.text)
         while len(parts) < MAX_BATCH_EVENTS and size < MAX_BATCH_BYTES and self._drop_replaced():
@@ -470,48 +488,54 @@ class Connection:
             size += len(item.text)
             parts.append(item.text)
         if len(parts) == 1:
-            return first.text, 1, published_at
-        return '{"type":"batch","events":[' + ",".join(parts) + "]}", len(parts), published_at
+            return first.text, 1, oldest
+        return '{"type":"batch","events":[' + ",".join(parts) + "]}", len(parts), oldest
 
     def flush(self) -> None:
         """Send what is queued, as far as the socket takes it at once (the writer's pass)."""
         self._flush_wanted = False
         while self.state is State.OPEN and self._sending is None and self._drop_replaced():
-            text, events, published_at = self._take()
+            text, events, oldest = self._take()
             try:
+                if self.socket.write_now(text):
+                    self._sent(events, oldest)
+                    continue
                 rest = eager.start(self.socket.send_text(text))
             except Exception:
                 self._lost()
                 return
             if rest is not None:
-                self._sending = asyncio.create_task(self._finish(rest, events, published_at))
+                self._sending = asyncio.create_task(self._finish(rest, events, oldest))
                 return
-            self._sent(events, published_at)
+            self._sent(events, oldest)
         self._sent_all()
 
-    async def _finish(self, rest: eager.Rest, events: int, published_at: float) -> None:
+    async def _finish(
+        self, rest: eager.Rest, events: int, oldest: StreamEntry | None
+    ) -> None:
         """The socket pushed back: finish that send, then send the rest of the queue here."""
         try:
             await rest
             if self.state is not State.OPEN:
                 return  # finished while closing: not counted as delivered
-            self._sent(events, published_at)
+            self._sent(events, oldest)
             while self.state is State.OPEN and self._drop_replaced():
-                text, events, published_at = self._take()
-                await self.socket.send_text(text)
+                text, events, oldest = self._take()
+                if not self.socket.write_now(text):
+                    await self.socket.send_text(text)
                 if self.state is not State.OPEN:
                     return
-                self._sent(events, published_at)
+                self._sent(events, oldest)
             self._sent_all()
         except Exception:
             self._lost()
         finally:
             self._sending = None
 
-    def _sent(self, events: int, published_at: float) -> None:
+    def _sent(self, events: int, oldest: StreamEntry | None) -> None:
         self.sent += events
-        if events:
-            self._counters.frame_sent(events, published_at)
+        if oldest is not None:
+            self._counters.frame_sent(events, oldest)
         self._waiting_since = time.monotonic() if self._outbox else None
         if self._full and self.queued_bytes < self.max_queue_bytes // 2:
             self._made_room()

@@ -115,12 +115,17 @@ class Session:
             reading.cancel()
         tasks = [reading]
         try:
-            done, _ = await asyncio.wait(tasks)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    exc = task.exception()
-                    if not isinstance(exc, OSError | ConnectionError):
-                        logger.error("connection task failed", exc_info=exc)
+            # Awaited as it is (no asyncio.wait: its future, set and callbacks would be
+            # held by every idle connection). Its cancellation is the connection's end.
+            await reading
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this task itself is being cancelled
+        except (OSError, ConnectionError):
+            pass
+        except Exception:
+            logger.exception("connection task failed")
         finally:
             if self._reading is not None:
                 tasks.append(self._reading)

@@ -337,6 +337,10 @@ class Telemetry:
         span.end()
 
     def session_started(self, connection_id: str, user: str, node: str) -> None:
+        """``secstream.session``, open for the connection's life. Only when spans are
+        exported: an open span costs each idle connection about 2 KB."""
+        if not self.exporting:
+            return
         self._sessions[connection_id] = self._tracer.start_span(
             "secstream.session",
             context=trace.set_span_in_context(trace.INVALID_SPAN),  # a root of its own

@@ -23,7 +23,13 @@ from secstream.errors import (
     LogUnavailable,
 )
 from secstream.protocol import Welcome, encode, parse_offset
-from secstream.rawsend import raw_send
+from secstream.rawsend import (
+    direct_socket,
+    raw_send,
+    release_handshake,
+    text_frame_of,
+    write_now,
+)
 from secstream.service import Service
 from secstream.session import Session
 
@@ -34,13 +40,20 @@ _CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 class _Socket:
     """Starlette's WebSocket as the hub's small Socket protocol. Text frames go straight
-    to the server's ASGI ``send`` (see ``rawsend``), without Starlette's layers."""
+    to the server's ASGI ``send``, or, where the server allows it, as ready bytes to the
+    transport (``write_now``; see ``rawsend``), without Starlette's layers."""
 
-    __slots__ = ("_send", "_ws")
+    __slots__ = ("_direct", "_send", "_ws")
 
     def __init__(self, websocket: WebSocket) -> None:
         self._ws = websocket
         self._send = raw_send(websocket.scope) or websocket.send
+        self._direct = direct_socket(websocket.scope)
+        release_handshake(websocket.scope)
+
+    def write_now(self, data: str) -> bool:
+        direct = self._direct
+        return direct is not None and write_now(direct, text_frame_of(data))
 
     async def send_text(self, data: str) -> None:
         try:
