@@ -12,9 +12,8 @@ import pytest
 
 from secstream.auth import Principal
 from secstream.connection import (
-    BUSY_CONNECTIONS,
     BUSY_LINGER_SECONDS,
-    BUSY_SECONDS,
+    BUSY_WINDOW_SECONDS,
     Connection,
     Subscription,
     Writer,
@@ -241,28 +240,40 @@ def _deliver_to(fleet: list[tuple[Connection, RecordingSocket]], seq: int) -> No
         conn.deliver(entry, "0-0")
 
 
-async def test_fanning_out_to_many_the_writer_waits_so_close_events_share_frames() -> None:
-    fleet = _fleet(BUSY_CONNECTIONS)
-    _deliver_to(fleet, 1)
-    await asyncio.sleep(0)  # not busy yet: the next turn sends
-    assert all(len(s.frames) == 1 for _, s in fleet)
-    _deliver_to(fleet, 2)  # right after a pass to that many: busy, it waits
-    _deliver_to(fleet, 3)
-    await asyncio.sleep(0)
-    assert all(len(s.frames) == 1 for _, s in fleet)
+async def test_past_its_delivery_rate_the_writer_waits_so_events_share_frames() -> None:
+    fleet = _fleet(300)  # 300 frames a millisecond: past BUSY_DELIVERIES_PER_SECOND
+    writer = fleet[0][0]._writer
+    seq = 0
+    deadline = time.monotonic() + BUSY_WINDOW_SECONDS * 1.5
+    while time.monotonic() < deadline and not writer.busy:
+        seq += 1
+        _deliver_to(fleet, seq)
+        await asyncio.sleep(0.001)
+    assert writer.busy
     await asyncio.sleep(BUSY_LINGER_SECONDS * 2)
-    for _, socket in fleet:
-        assert [f["type"] for f in socket.frames] == ["event", "batch"]
-        assert [_seq(e["id"]) for e in _events(socket.frames)] == [1, 2, 3]
-    await asyncio.sleep(BUSY_SECONDS)  # a quiet spell: no longer busy
-    _deliver_to(fleet, 4)
+    socket = fleet[0][1]
+    frames_before = len(socket.frames)
+    _deliver_to(fleet, seq + 1)
+    _deliver_to(fleet, seq + 2)
     await asyncio.sleep(0)
-    assert all(len(s.frames) == 3 for _, s in fleet)
+    await asyncio.sleep(0)
+    assert len(socket.frames) == frames_before  # busy: it waits for more
+    await asyncio.sleep(BUSY_LINGER_SECONDS * 2)
+    assert len(socket.frames) == frames_before + 1  # both events in one batch frame
+    assert [_seq(e["id"]) for e in _events(socket.frames)] == list(range(1, seq + 3))
+    await asyncio.sleep(BUSY_WINDOW_SECONDS * 2.5)  # a quiet spell: no longer busy
+    _deliver_to(fleet, seq + 3)
+    await asyncio.sleep(0)
+    assert not writer.busy
+    assert len(socket.frames) == frames_before + 2
 
 
-async def test_fanning_out_to_a_few_the_writer_never_waits() -> None:
-    fleet = _fleet(BUSY_CONNECTIONS - 1)
-    for seq in range(1, 4):
+async def test_at_a_moderate_rate_the_writer_never_waits() -> None:
+    fleet = _fleet(300)  # many connections, each write quick: passes take little time
+    writer = fleet[0][0]._writer
+    for seq in range(1, 40):
         _deliver_to(fleet, seq)
         await asyncio.sleep(0)
         assert all(len(s.frames) == seq for _, s in fleet)
+        await asyncio.sleep(0.01)
+    assert not writer.busy
