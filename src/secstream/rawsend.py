@@ -78,12 +78,19 @@ def direct_socket(scope: Scope) -> WebSocketsSansIOProtocol | None:
     return proto
 
 
-def release_handshake(scope: Scope) -> None:
-    """After ``accept``: let go of the handshake's request and response (headers and
-    all), which uvicorn's websockets-sansio connection keeps for its whole life but
-    never reads again."""
-    proto = _server_connection(scope)
+def release_handshake(websocket: WebSocket) -> None:
+    """After ``accept``: let go of the handshake's headers, read before ``accept`` and
+    never again. The ASGI scope's list (and Starlette's copy of it) go, and for uvicorn's
+    websockets-sansio connection its request and response, which it keeps for its whole
+    life; the request's headers are emptied in place, since ``websockets``' parser still
+    holds that request (a local of its generator) for the connection's life."""
+    websocket.scope["headers"] = []
+    websocket.scope["subprotocols"] = []  # the token rides in one (bearer.<jwt>)
+    websocket.__dict__.pop("_headers", None)
+    proto = _server_connection(websocket.scope)
     if proto is not None and proto.handshake_complete:
+        if proto.request is not None:
+            proto.request.headers.clear()
         proto.request = proto.response = None  # type: ignore[assignment]
 
 

@@ -17,6 +17,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from secstream.config import Settings
+from secstream.leanws import LeanWebSocketProtocol
 from secstream.protocol import MAX_FRAME_BYTES
 
 MAX_HEADER_BYTES = 64 * 1024
@@ -41,8 +42,9 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "http": guarded_http(
             settings.header_timeout, settings.max_pending_connections, settings.body_timeout
         ),
-        # Measured, 1,000 idle subscribed sockets (docs/benchmarks.md): the least memory.
-        "ws": "websockets-sansio",
+        # Measured, 1,000 idle subscribed sockets (docs/benchmarks.md): the least memory;
+        # websockets-sansio, with a leaner receive queue and flow-control flag.
+        "ws": LeanWebSocketProtocol,
         "ws_max_size": MAX_FRAME_BYTES,  # larger frames: closed 1009, never decoded
         "ws_per_message_deflate": True,
         "ws_ping_interval": None,  # the hub sends the protocol's own pings

@@ -105,6 +105,9 @@ class Session:
         except Exception:
             logger.exception("reading the log for a connection failed")
             self.conn.close(WS_1011_INTERNAL_ERROR)
+        finally:
+            if self._reading is asyncio.current_task():
+                self._reading = None  # a live connection holds no finished task
 
     async def run(self) -> None:
         """Read frames until the peer goes or the connection closes."""

@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import re
 import uuid
-from collections.abc import Callable
+from typing import NamedTuple
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from secstream.audit import token_kid
+from secstream.auth import Principal
 from secstream.connection import Connection, State
 from secstream.endpoints import authenticate, problem, service_of
 from secstream.entries import now_iso
@@ -49,7 +50,7 @@ class _Socket:
         self._ws = websocket
         self._send = raw_send(websocket.scope) or websocket.send
         self._direct = direct_socket(websocket.scope)
-        release_handshake(websocket.scope)
+        release_handshake(websocket)
 
     def write_now(self, data: str) -> bool:
         direct = self._direct
@@ -83,14 +84,6 @@ def _ws_token(websocket: WebSocket) -> tuple[str | None, bool]:
     return token or websocket.query_params.get("token"), SUBPROTOCOL in offered
 
 
-def _when_done(release: Callable[[], None]) -> None:
-    """Run ``release`` when this connection's task ends, however it ends (the session
-    code after ``accept`` needs no hook of its own)."""
-    task = asyncio.current_task()
-    assert task is not None
-    task.add_done_callback(lambda _: release())
-
-
 async def _deny(
     websocket: WebSocket, status: int, error: str, message: str, **extra: str
 ) -> None:
@@ -100,10 +93,19 @@ async def _deny(
     await websocket.send_denial_response(response)
 
 
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    service = service_of(websocket)
+class _Admitted(NamedTuple):
+    principal: Principal
+    client_id: str | None
+    subprotocol: str | None
+    kid: str | None
+    """The token's key id, for the audit record (the token itself is not kept)."""
+
+
+async def _admit(websocket: WebSocket, service: Service, address: str) -> _Admitted | None:
+    """The handshake's checks, in order; None when the connection was refused (the
+    answer sent). A function of its own so that what only the checks need (the token,
+    the refusal closures) is let go at accept, not held by every open connection."""
     hub = service.hub
-    address = websocket.client.host if websocket.client else "unknown"
     token, offered = _ws_token(websocket)
 
     async def deny(
@@ -123,104 +125,126 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         await deny(status, error, message, reason, **extra)
 
     if service.handshake_limits.exhausted(address) is not None:
-        return await deny(
+        await deny(
             429, "rate_limited", "too many refused connection attempts", "rate_limited"
         )
+        return None
     if service.draining or not hub.accepting:
-        return await deny(503, "unavailable", "the server is shutting down", "draining")
+        await deny(503, "unavailable", "the server is shutting down", "draining")
+        return None
     if hub.full or hub.overloaded:
-        return await deny(503, "unavailable", "the server is at capacity; retry", "overloaded")
+        await deny(503, "unavailable", "the server is at capacity; retry", "overloaded")
+        return None
     client_id = websocket.query_params.get("client_id")
     if client_id is not None and not _CLIENT_ID.fullmatch(client_id):
         message = "client_id must match [A-Za-z0-9_-]{1,64}"
-        return await refuse(400, "bad_request", message, "bad client_id", field="client_id")
+        await refuse(400, "bad_request", message, "bad client_id", field="client_id")
+        return None
     origin = websocket.headers.get("origin")
     allowed = service.settings.allowed_origins
     if origin is not None and allowed and origin not in allowed:
-        return await refuse(
+        await refuse(
             403, "forbidden", "this Origin may not connect", "origin not allowed", field="Origin"
         )
+        return None
     try:
         principal = await authenticate(service, token)
         service.auth.authorize_receiver(principal)
     except Forbidden as exc:
         service.telemetry.auth_failures.add(1, {"reason": "forbidden"})
-        return await refuse(403, exc.error_code, str(exc), str(exc))
+        await refuse(403, exc.error_code, str(exc), str(exc))
+        return None
     except KeysUnavailable as exc:  # the provider's keys are not here yet: not the token's fault
-        return await deny(503, exc.error_code, str(exc), "oidc keys not loaded")
+        await deny(503, exc.error_code, str(exc), "oidc keys not loaded")
+        return None
     except AuthError as exc:
-        return await refuse(401, exc.error_code, str(exc), str(exc))
+        await refuse(401, exc.error_code, str(exc), str(exc))
+        return None
     slots = service.user_slots
     if not slots.acquire(principal.sub):
         message = f"this user has {slots.cap} connections open on this node already"
-        return await deny(429, "too_many_connections", message, "per-user cap")
-    _when_done(lambda: slots.release(principal.sub))
+        await deny(429, "too_many_connections", message, "per-user cap")
+        return None
+    return _Admitted(principal, client_id, SUBPROTOCOL if offered else None, token_kid(token))
 
-    resume_from = await _resume_from(service, principal.sub, client_id)
-    await websocket.accept(subprotocol=SUBPROTOCOL if offered else None)
-    conn = Connection(
-        _Socket(websocket),
-        principal,
-        connection_id=f"{service.node_id}-{uuid.uuid4().hex[:12]}",
-        client_id=client_id,
-        max_queue_bytes=service.settings.max_queue_bytes,
-        load=hub.load,
-        counters=hub.counters,
-        writer=hub.writer,
-    )
-    conn.send_control(
-        encode(
-            Welcome(
-                connection_id=conn.id,
-                user_id=principal.sub,
-                roles=sorted(principal.roles),
-                heartbeat_interval=float(service.settings.heartbeat_interval),
-                resume_from=resume_from,
-                server_time=now_iso(),
-                node=service.node_id,
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    service = service_of(websocket)
+    hub = service.hub
+    address = websocket.client.host if websocket.client else "unknown"
+    admitted = await _admit(websocket, service, address)
+    if admitted is None:
+        return None
+    principal, client_id, subprotocol, kid = admitted
+    slots = service.user_slots  # _admit took a slot for this user
+    try:  # the slot is released however this ends (no done-callback held per task)
+        resume_from = await _resume_from(service, principal.sub, client_id)
+        await websocket.accept(subprotocol=subprotocol)
+        conn = Connection(
+            _Socket(websocket),
+            principal,
+            connection_id=f"{service.node_id}-{uuid.uuid4().hex[:12]}",
+            client_id=client_id,
+            max_queue_bytes=service.settings.max_queue_bytes,
+            load=hub.load,
+            counters=hub.counters,
+            writer=hub.writer,
+        )
+        conn.send_control(
+            encode(
+                Welcome(
+                    connection_id=conn.id,
+                    user_id=principal.sub,
+                    roles=sorted(principal.roles),
+                    heartbeat_interval=float(service.settings.heartbeat_interval),
+                    resume_from=resume_from,
+                    server_time=now_iso(),
+                    node=service.node_id,
+                )
             )
         )
-    )
-    hub.add(conn)
-    service.opened(conn, address)
-    service.audit.record(
-        "ws.connect", "allowed", sub=principal.sub, address=address, connection_id=conn.id,
-        client_id=client_id, roles=sorted(principal.roles), kid=token_kid(token),
-    )
-    session = Session(
-        conn,
-        hub,
-        service.auth,
-        service.acks,
-        client_rate=service.settings.client_rate,
-        client_burst=service.settings.client_burst,
-        replay_limit=service.settings.replay_limit,
-        on_rate_limited=lambda: service.refused("client_frames", principal.sub),
-        on_replayed=lambda n: service.telemetry.replayed.add(n),
-        audit=lambda action, outcome, reason: service.audit.record(
-            action, outcome, sub=principal.sub, address=address, reason=reason,  # type: ignore[arg-type]
-            connection_id=conn.id,
-        ),
-        replay_span=lambda subscription: service.telemetry.replay_span(conn.id, subscription),
-    )
-    try:
-        await session.run()
-    finally:
-        closing = conn.state is State.CLOSING
-        conn.finish()
-        if conn.close_code == WS_4009_SLOW_CONSUMER:
-            service.telemetry.slow_consumers.add(1)
+        hub.add(conn)
+        service.opened(conn, address)
+        service.audit.record(
+            "ws.connect", "allowed", sub=principal.sub, address=address, connection_id=conn.id,
+            client_id=client_id, roles=sorted(principal.roles), kid=kid,
+        )
+        session = Session(
+            conn,
+            hub,
+            service.auth,
+            service.acks,
+            client_rate=service.settings.client_rate,
+            client_burst=service.settings.client_burst,
+            replay_limit=service.settings.replay_limit,
+            on_rate_limited=lambda: service.refused("client_frames", principal.sub),
+            on_replayed=lambda n: service.telemetry.replayed.add(n),
+            audit=lambda action, outcome, reason: service.audit.record(
+                action, outcome, sub=principal.sub, address=address, reason=reason,  # type: ignore[arg-type]
+                connection_id=conn.id,
+            ),
+            replay_span=lambda subscription: service.telemetry.replay_span(conn.id, subscription),
+        )
         try:
-            if closing:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.flush_control(), 2)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(conn.socket.close(conn.close_code), 5)
+            await session.run()
         finally:
-            # Only now: drain() waits for the hub to empty before uvicorn's own
-            # shutdown, which would close what is left with 1012.
-            hub.remove(conn)
-            service.closed(conn, address)  # audit ws.close, the connection registry
+            closing = conn.state is State.CLOSING
+            conn.finish()
+            if conn.close_code == WS_4009_SLOW_CONSUMER:
+                service.telemetry.slow_consumers.add(1)
+            try:
+                if closing:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.flush_control(), 2)
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.socket.close(conn.close_code), 5)
+            finally:
+                # Only now: drain() waits for the hub to empty before uvicorn's own
+                # shutdown, which would close what is left with 1012.
+                hub.remove(conn)
+                service.closed(conn, address)  # audit ws.close, the connection registry
+    finally:
+        slots.release(principal.sub)
     return None
 
 
