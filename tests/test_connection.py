@@ -12,6 +12,7 @@ import pytest
 
 from secstream.auth import Principal
 from secstream.connection import (
+    BUSY_CONNECTIONS,
     BUSY_LINGER_SECONDS,
     BUSY_WINDOW_SECONDS,
     Connection,
@@ -241,7 +242,7 @@ def _deliver_to(fleet: list[tuple[Connection, RecordingSocket]], seq: int) -> No
 
 
 async def test_past_its_delivery_rate_the_writer_waits_so_events_share_frames() -> None:
-    fleet = _fleet(300)  # 300 frames a millisecond: past BUSY_DELIVERIES_PER_SECOND
+    fleet = _fleet(BUSY_CONNECTIONS)  # 256 frames a millisecond: past the rate, and wide
     writer = fleet[0][0]._writer
     seq = 0
     deadline = time.monotonic() + BUSY_WINDOW_SECONDS * 1.5
@@ -266,6 +267,21 @@ async def test_past_its_delivery_rate_the_writer_waits_so_events_share_frames() 
     await asyncio.sleep(0)
     assert not writer.busy
     assert len(socket.frames) == frames_before + 2
+
+
+async def test_fanning_out_to_a_few_the_writer_never_waits() -> None:
+    fleet = _fleet(BUSY_CONNECTIONS - 1)  # past the rate, but narrow
+    writer = fleet[0][0]._writer
+    deadline = time.monotonic() + BUSY_WINDOW_SECONDS * 2.5
+    seq = 0
+    while time.monotonic() < deadline:
+        seq += 1
+        _deliver_to(fleet, seq)
+        await asyncio.sleep(0)
+        assert all(len(s.frames) == seq for _, s in fleet)
+        await asyncio.sleep(0.001)
+    assert seq * (BUSY_CONNECTIONS - 1) > BUSY_WINDOW_SECONDS * 2 * 100_000
+    assert not writer.busy
 
 
 async def test_at_a_moderate_rate_the_writer_never_waits() -> None:
