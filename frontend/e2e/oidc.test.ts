@@ -206,8 +206,9 @@ describe('dashboard sign-in through an OpenID provider (authorization code + PKC
     // closed by the app with 1000 before the page left (a page unload would be 1001)
     const closes = await closesOf(before[0]!.id);
     expect(closes.map((r) => r['code'])).toEqual([1000]);
+    // no second socket was opened; whether Playwright saw the old page's socket close
+    // before the page navigated away is its own race: the server's audit above is the proof
     expect(sockets).toHaveLength(1);
-    expect(sockets[0]!.isClosed()).toBe(true);
     // the provider forgot the person: signing in asks for the password again
     await page.locator('[data-testid="oidc-login"]').click();
     await page.waitForURL((url) => url.href.startsWith(idp.issuer), { timeout: 15_000 });
