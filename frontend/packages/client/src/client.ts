@@ -93,7 +93,16 @@ export class EventClient {
           this.machine.publish();
         },
         truncated: () => this.emitter.emit('truncated', { subscription: null, testId: null, source: 'poll' }),
-        authRefused: (status) => this.authRefused(status),
+        authRefused: (status) => {
+          if (this.authRefused(status)) return true;
+          // The server answered, so it is back: the socket tries now with the fresh token
+          // instead of waiting out its backoff (a restart of a demo server, a rotated key).
+          if (!this.socket) {
+            this.timers.cancelRetry();
+            this.scheduleRetry(0, true);
+          }
+          return false;
+        },
       },
     );
     this.frames = {
