@@ -335,35 +335,17 @@ async def _http_rate(base: str, token: str, n: int = 500) -> float:
         return n / (time.perf_counter() - started)
 
 
-_WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = '{"event_type":"system.status","data":{"status":"ok"},"priority":"low"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %s"
-done = function(summary, latency, requests)
-  local errors = summary.errors.status + summary.errors.connect + summary.errors.timeout
-  local rate = summary.requests / (summary.duration / 1e6)
-  io.write(string.format("RATE %%f ERRORS %%d\\n", rate, errors))
-end
-"""
-
-
 def _load_tool() -> str:
     return "wrk" if shutil.which("wrk") else "httpx"
 
 
 def _wrk_rate(base: str, token: str) -> float:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
-        script.write(_WRK_SCRIPT % token)
-        script.flush()
-        out = subprocess.run(
-            ["wrk", "-t1", "-c20", "-d3s", "-s", script.name, f"{base}/api/v1/events"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout
-    rate, errors = out.rsplit("RATE ", 1)[1].split(" ERRORS ")
-    if int(errors):
-        raise SystemExit(f"bench: {errors.strip()} HTTP errors during the publish run")
-    return float(rate)
+    from secstream.publish_bench import run_wrk  # late: that module builds on this one
+
+    requests, seconds, errors, _, _ = run_wrk(base, token, connections=20, seconds=3)
+    if errors:
+        raise SystemExit(f"bench: {errors} HTTP errors during the publish run")
+    return requests / seconds
 
 
 @contextlib.contextmanager

@@ -67,8 +67,11 @@ def _script_calls(redis: Redis) -> int:
     return sum(int(v["calls"]) for k, v in stats.items() if k.endswith(("evalsha", "eval")))
 
 
-def _wrk(base: str, token: str, connections: int, seconds: float) -> tuple[int, float, int,
-                                                                           float, float]:
+def run_wrk(base: str, token: str, connections: int, seconds: float) -> tuple[
+    int, float, int, float, float
+]:
+    """wrk publishing one event per request for ``seconds``: requests, seconds, errors,
+    p50 and p99 latency (seconds)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(_WRK_SCRIPT % token)
         script.flush()
@@ -88,7 +91,7 @@ def _http_round(base: str, redis: Redis, server_pid: int, redis_pid: int, token:
                 connections: int, seconds: float) -> HttpRound:
     calls = _script_calls(redis)
     cpu = _cpu_seconds(server_pid), _cpu_seconds(redis_pid)
-    requests, elapsed, errors, p50, p99 = _wrk(base, token, connections, seconds)
+    requests, elapsed, errors, p50, p99 = run_wrk(base, token, connections, seconds)
     return HttpRound(
         requests, elapsed, errors, p50, p99,
         server_cpu=_cpu_seconds(server_pid) - cpu[0],
@@ -131,7 +134,7 @@ def run_publish_bench(args: argparse.Namespace) -> int:
         redis = Redis.from_url(redis_url)
         redis_pid = int(redis.info("server")["process_id"])
         token, _ = Authenticator(secret=SECRET).mint("bench-pub", ["publisher"], expires_in=3600)
-        _wrk(base, token, conns, 1)  # warm up: connections, caches, the script
+        run_wrk(base, token, conns, 1)  # warm up: connections, caches, the script
         rounds = [_http_round(base, redis, pid, redis_pid, token, conns, seconds)
                   for _ in range(args.rounds)]
         alone, together = asyncio.run(_publisher_rates(redis_url, 3000, conc))
