@@ -16,6 +16,7 @@ from secstream.connection import (
     BUSY_LINGER_SECONDS,
     BUSY_WINDOW_SECONDS,
     Connection,
+    ReplayJob,
     Subscription,
     Writer,
 )
@@ -294,3 +295,100 @@ async def test_at_a_moderate_rate_the_writer_never_waits() -> None:
         assert all(len(s.frames) == seq for _, s in fleet)
         await asyncio.sleep(0.01)
     assert not writer.busy
+
+
+class WritingSocket(RecordingSocket):
+    """A socket that takes every frame at once (``write_now``), as an idle one does."""
+
+    def write_now(self, data: str) -> bool:
+        self.frames.append(json.loads(data))
+        return True
+
+
+def _writing_fleet(n: int) -> tuple[list[tuple[Connection, RecordingSocket]], Writer]:
+    fleet = _fleet(n)
+    for conn, _ in fleet:
+        conn.socket = WritingSocket()
+    return [(conn, conn.socket) for conn, _ in fleet], fleet[0][0]._writer  # type: ignore[misc]
+
+
+async def test_one_event_is_written_at_once_only_where_nothing_waits_before_it() -> None:
+    from secstream.connection import Counters
+
+    (idle, idle_socket), (waiting, waiting_socket), (reading, reading_socket) = (
+        _writing_fleet(3)[0]
+    )
+    writer = idle._writer
+    waiting.send_control('{"type":"pong"}')  # queued for the writer's pass
+    reading.request_replay(ReplayJob(next(iter(reading.subscriptions.values())), None, None,
+                                     None), "1000-0")
+    counters = Counters()
+    entry = _entry(1)
+    written = writer.write_at_once(entry, [idle, waiting, reading], "1000-0", counters)
+    assert written == 1 and counters.delivered == 1
+    assert [_seq(f["id"]) for f in idle_socket.frames] == [1]  # on this turn, no pass
+    assert waiting_socket.frames == [] and reading_socket.frames == []
+    await _drain(waiting)
+    # Behind the frame that waited, in order; the reading one finds it in the log.
+    assert [f["type"] for f in waiting_socket.frames] == ["pong", "event"]
+    assert reading.missed == 1 and reading_socket.frames == []
+    assert idle.sent == waiting.sent == 1
+
+
+async def test_writing_at_once_hands_the_rest_to_the_pass_after_its_time_slice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import secstream.connection as connection
+    from secstream.connection import Counters
+
+    monkeypatch.setattr(connection, "WRITER_SLICE_SECONDS", 0.0)  # every check is late
+    fleet, writer = _writing_fleet(600)
+    written = writer.write_at_once(_entry(1), [c for c, _ in fleet], "1000-0", Counters())
+    assert written == 256  # the clock is read every 256 connections
+    assert sum(len(s.frames) for _, s in fleet) == 256
+    await _drain(fleet[0][0])
+    assert all([_seq(f["id"]) for f in s.frames] == [1] for _, s in fleet)
+
+
+async def test_writing_at_once_times_an_event_once_per_sixteen_frames_or_fewer() -> None:
+    from secstream.connection import Counters
+
+    timed: list[float] = []
+    counters = Counters(timed.append)
+    fleet, writer = _writing_fleet(40)
+    conns = [c for c, _ in fleet]
+    writer.write_at_once(_entry(1), conns[:10], "1000-0", counters)
+    assert timed == []  # 10 frames: no sixteenth yet
+    writer.write_at_once(_entry(2), conns, "1000-1", counters)
+    assert len(timed) == 1 and counters.delivered == 50  # past 16, 32 and 48: timed once
+    writer.write_at_once(_entry(3), conns, "1000-2", counters)
+    assert len(timed) == 2
+
+
+async def test_sockets_behind_by_the_same_events_share_one_batch_text() -> None:
+    class RawSocket(RecordingSocket):
+        def __init__(self) -> None:
+            super().__init__()
+            self.texts: list[str] = []
+
+        def write_now(self, data: str) -> bool:
+            self.texts.append(data)
+            return True
+
+    fleet = _fleet(3)
+    sockets = []
+    for conn, _ in fleet:
+        conn.socket = socket = RawSocket()
+        sockets.append(socket)
+    a, b, c = (conn for conn, _ in fleet)
+    one, two, other = _entry(1), _entry(2), _entry(3)
+    for conn in (a, b):
+        conn.deliver(one, "1000-0")
+        conn.deliver(two, "1000-1")
+    c.deliver(one, "1000-0")
+    c.deliver(other, "1000-2")
+    await _drain(a)
+    (ta,), (tb,), (tc,) = (s.texts for s in sockets)
+    assert ta is tb  # joined once for both
+    assert [_seq(e["id"]) for e in json.loads(ta)["events"]] == [1, 2]
+    assert [_seq(e["id"]) for e in json.loads(tc)["events"]] == [1, 3]  # its own

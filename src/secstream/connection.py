@@ -19,9 +19,10 @@ import asyncio
 import dataclasses
 import enum
 import logging
+import operator
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from secstream import eager
@@ -38,10 +39,13 @@ from secstream.types import Offset
 logger = logging.getLogger(__name__)
 
 LOAD_LINGER_SECONDS = 0.05
-"""Under load, how long queued frames wait for more events to batch."""
+"""Under load, a writer's pass at most this often, so that queued frames take in more
+events."""
 BUSY_LINGER_SECONDS = 0.02
-"""While the writer is busy, how long queued frames wait so that events close together
-share a frame: one socket write per frame is most of the CPU a delivery costs."""
+"""While the writer is busy, a pass at most this often, so that events close together
+share a frame: one socket write per frame is most of the CPU a delivery costs. Counted
+from the previous pass, not from the event: an event waits this long at most, half of
+it on average, and each socket still gets one frame per period."""
 BUSY_WINDOW_SECONDS = 0.25
 """The writer counts the frames queued over windows this long; it is busy in the next
 window when the last one queued ``BUSY_DELIVERIES_PER_SECOND`` or more with a pass to
@@ -92,21 +96,24 @@ class Load(Protocol):
 
 
 class Writer:
-    """One pass that sends what every connection has queued, run once per turn of the
-    event loop after frames were queued. While it is busy (``BUSY_DELIVERIES_PER_SECOND``),
-    ``BUSY_LINGER_SECONDS`` later, and under load
-    ``LOAD_LINGER_SECONDS`` later, so frames are fewer and wider: at a moderate rate
-    every event leaves at once, and only a writer that would fall behind trades a few
-    milliseconds for fewer writes. A send the socket takes at once needs no task; only
-    a socket that pushes back gets one, until it has taken its queue."""
+    """One pass that sends what every connection has queued, run on the next turn of the
+    event loop after frames were queued; while it is busy (``BUSY_DELIVERIES_PER_SECOND``)
+    at most one pass every ``BUSY_LINGER_SECONDS``, and under load every
+    ``LOAD_LINGER_SECONDS``, so frames are fewer and wider: at a moderate rate every
+    event leaves at once (one event alone is not even queued: ``write_at_once``), and
+    only a writer that would fall behind trades a few milliseconds for fewer writes. A
+    send the socket takes at once needs no task; only a socket that pushes back gets
+    one, until it has taken its queue."""
 
-    __slots__ = ("_armed", "_busy", "_queued", "_wide", "_window_start", "frames_queued")
+    __slots__ = (
+        "_armed", "_busy", "_last_pass", "_queued", "_wide", "_window_start", "frames_queued"
+    )
 
     def __init__(self) -> None:
         self._queued: list[Connection] = []
         self._armed = False
         self._busy = False
-        self._window_start = time.monotonic()
+        self._window_start = self._last_pass = time.monotonic()
         self._wide = False
         """A pass in this window went to ``BUSY_CONNECTIONS`` or more."""
         self.frames_queued = 0
@@ -116,22 +123,61 @@ class Writer:
     def busy(self) -> bool:
         return self._busy
 
+    def writes_at_once(self) -> bool:
+        """Whether a live event may go to its recipients' sockets on this turn
+        (``write_at_once``): the writer is not widening frames."""
+        return not self._busy or self._quiet(time.monotonic())
+
+    def write_at_once(
+        self, entry: StreamEntry, conns: Iterable[Connection], before: Offset, counters: Counters
+    ) -> int:
+        """One live event to ``conns``, on this turn: its frame is written to each socket
+        that has nothing queued before it, with no queue and no pass (the usual case
+        below load: one frame per event, and at a moderate rate most of a delivery's
+        cost was the Python around the write). Queued (``deliver``) for the others, and
+        for every one left once this has run ``WRITER_SLICE_SECONDS``: the pass that
+        sends those gives the event loop its turns. How many were written now."""
+        started = time.monotonic()
+        written = n = 0
+        late = False
+        for conn in conns:
+            if not late and conn.write_live(entry):
+                written += 1
+            else:
+                conn.deliver(entry, before)
+            n += 1
+            if n % 256 == 0 and not late:
+                late = time.monotonic() - started > WRITER_SLICE_SECONDS
+        if written:
+            self.frames_queued += written
+            counters.frames_sent(written, entry)
+        if n >= BUSY_CONNECTIONS:
+            self._wide = True
+        self._account(time.monotonic())
+        return written
+
     def want(self, conn: Connection, linger: bool) -> None:
         self._queued.append(conn)
         if not self._armed:
             self._armed = True
             loop = asyncio.get_running_loop()
+            now = time.monotonic()
             if linger:
-                loop.call_later(LOAD_LINGER_SECONDS, self.run)
-            elif self._busy and not self._quiet(time.monotonic()):
-                loop.call_later(BUSY_LINGER_SECONDS, self.run)
+                period = LOAD_LINGER_SECONDS
+            elif self._busy and not self._quiet(now):
+                period = BUSY_LINGER_SECONDS
+            else:
+                period = 0.0
+            wait = self._last_pass + period - now
+            if wait > 0:
+                loop.call_later(wait, self.run)
             else:
                 loop.call_soon(self.run)
 
     def run(self) -> None:
         self._armed = False
         queued, self._queued = self._queued, []
-        started = time.monotonic()
+        started = self._last_pass = time.monotonic()
         if len(queued) >= BUSY_CONNECTIONS:
             self._wide = True
         try:
@@ -188,6 +234,17 @@ class Counters:
         self._frames += 1
         if self.latency is not None and self._frames % self.LATENCY_EVERY == 0:
             self.latency(max(0.0, time.time() - oldest.published_at))
+
+    def frames_sent(self, frames: int, entry: StreamEntry) -> None:
+        """``entry`` went to ``frames`` sockets in one run (``Writer.write_at_once``):
+        timed once, after the last of them, when the run passes a multiple of
+        ``LATENCY_EVERY`` frames (so at most once per event)."""
+        before = self._frames
+        self.delivered += frames
+        self._frames += frames
+        every = self.LATENCY_EVERY
+        if self.latency is not None and self._frames // every != before // every:
+            self.latency(max(0.0, time.time() - entry.published_at))
 
 
 Key = tuple[int, int]
@@ -397,6 +454,21 @@ class Connection:
         else:
             self._push(_Out(entry.frame, entry))
 
+    def write_live(self, entry: StreamEntry) -> bool:
+        """Write a live event now, when nothing waits before it and the socket takes the
+        frame at once (``Writer.write_at_once``, which counts it); False, nothing done,
+        otherwise: then ``deliver`` it."""
+        if (
+            self._outbox is None
+            and self._sending is None
+            and self.mode is Mode.LIVE
+            and self.state is State.OPEN
+            and self.socket.write_now(entry.frame)
+        ):
+            self.sent += 1
+            return True
+        return False
+
     def request_replay(self, job: ReplayJob, position: Offset | None) -> None:
         """Queue a subscription's replay; live events wait until it is done.
 
@@ -538,7 +610,7 @@ class Connection:
             parts.append(item.text)
         if len(parts) == 1:
             return first.text, 1, oldest
-        return '{"type":"batch","events":[' + ",".join(parts) + "]}", len(parts), oldest
+        return _batch(parts), len(parts), oldest
 
     def flush(self) -> None:
         """Send what is queued, as far as the socket takes it at once (the writer's pass)."""
@@ -678,6 +750,31 @@ class Connection:
     @property
     def queue_depth(self) -> int:
         return sum(1 for i in self._outbox or () if not i.gone)
+
+
+class _LastBatch:
+    """The last batch frame's events and text. A pass to many sockets that fell behind
+    together finds the same events waiting on each: all but the first reuse the text
+    (and so the frame ``rawsend`` built for it) instead of joining and encoding their own.
+    Matched by identity of every event's text, never by value."""
+
+    __slots__ = ("parts", "text")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.text = ""
+
+
+_last_batch = _LastBatch()
+
+
+def _batch(parts: list[str]) -> str:
+    last = _last_batch
+    if len(parts) == len(last.parts) and all(map(operator.is_, parts, last.parts)):
+        return last.text
+    last.parts = parts
+    last.text = '{"type":"batch","events":[' + ",".join(parts) + "]}"
+    return last.text
 
 
 def newest(a: Offset | None, b: Offset) -> Offset:
