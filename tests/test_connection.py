@@ -392,3 +392,19 @@ async def test_sockets_behind_by_the_same_events_share_one_batch_text() -> None:
     assert ta is tb  # joined once for both
     assert [_seq(e["id"]) for e in json.loads(ta)["events"]] == [1, 2]
     assert [_seq(e["id"]) for e in json.loads(tc)["events"]] == [1, 3]  # its own
+
+
+async def test_a_socket_failing_a_write_at_once_ends_its_connection_only() -> None:
+    from secstream.connection import Counters
+
+    class FailingSocket(WritingSocket):
+        def write_now(self, data: str) -> bool:
+            raise ConnectionResetError("gone")
+
+    fleet, writer = _writing_fleet(3)
+    broken = fleet[1][0]
+    broken.socket = FailingSocket()
+    written = writer.write_at_once(_entry(1), [c for c, _ in fleet], "1000-0", Counters())
+    assert written == 2
+    assert broken.ended and not fleet[0][0].ended and not fleet[2][0].ended
+    assert [len(s.frames) for _, s in (fleet[0], fleet[2])] == [1, 1]

@@ -459,15 +459,20 @@ class Connection:
         frame at once (``Writer.write_at_once``, which counts it); False, nothing done,
         otherwise: then ``deliver`` it."""
         if (
-            self._outbox is None
-            and self._sending is None
-            and self.mode is Mode.LIVE
-            and self.state is State.OPEN
-            and self.socket.write_now(entry.frame)
+            self._outbox is not None
+            or self._sending is not None
+            or self.mode is not Mode.LIVE
+            or self.state is not State.OPEN
         ):
-            self.sent += 1
-            return True
-        return False
+            return False
+        try:
+            if not self.socket.write_now(entry.frame):
+                return False
+        except Exception:
+            self._lost()  # the socket failed: the session ends; the other recipients go on
+            return False
+        self.sent += 1
+        return True
 
     def request_replay(self, job: ReplayJob, position: Offset | None) -> None:
         """Queue a subscription's replay; live events wait until it is done.
