@@ -254,6 +254,13 @@ async def test_past_its_delivery_rate_the_writer_waits_so_events_share_frames() 
         await asyncio.sleep(0.001)
     assert writer.busy
     socket = fleet[0][1]
+    seq += 1
+    _deliver_to(fleet, seq)
+    for _ in range(5000):  # until the pass that sends it has run
+        if seq in [_seq(e["id"]) for e in _events(socket.frames)]:
+            break
+        await asyncio.sleep(0.001)
+    # A pass just ran: the next waits for the period from its start.
     _deliver_to(fleet, seq + 1)
     await asyncio.sleep(0)
     await asyncio.sleep(0)  # not busy, seq + 1 would have left alone by now
@@ -344,8 +351,8 @@ async def test_writing_at_once_hands_the_rest_to_the_pass_after_its_time_slice(
     monkeypatch.setattr(connection, "WRITER_SLICE_SECONDS", 0.0)  # every check is late
     fleet, writer = _writing_fleet(600)
     written = writer.write_at_once(_entry(1), [c for c, _ in fleet], "1000-0", Counters())
-    assert written == 256  # the clock is read every 256 connections
-    assert sum(len(s.frames) for _, s in fleet) == 256
+    assert written == connection._CLOCK_EVERY  # the first look at the clock
+    assert sum(len(s.frames) for _, s in fleet) == written
     await _drain(fleet[0][0])
     assert all([_seq(f["id"]) for f in s.frames] == [1] for _, s in fleet)
 
@@ -408,3 +415,52 @@ async def test_a_socket_failing_a_write_at_once_ends_its_connection_only() -> No
     assert written == 2
     assert broken.ended and not fleet[0][0].ended and not fleet[2][0].ended
     assert [len(s.frames) for _, s in (fleet[0], fleet[2])] == [1, 1]
+
+
+async def test_a_long_pass_gives_the_event_loop_turns_and_stays_one_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import secstream.connection as connection
+
+    monkeypatch.setattr(connection, "WRITER_SLICE_SECONDS", 0.0)  # a turn at every look
+    fleet, writer = _writing_fleet(200)
+    entry = _entry(1)
+    for conn, _ in fleet:
+        conn.deliver(entry, "1000-0")  # queued: the pass runs on the next turn
+    seen: list[tuple[int, float]] = []
+    asyncio.get_running_loop().call_soon(
+        lambda: seen.append((sum(len(s.frames) for _, s in fleet), writer._last_pass))
+    )
+    await _drain(fleet[0][0])
+    assert seen[0][0] == connection._CLOCK_EVERY - 1  # the loop ran between slices
+    assert all(len(s.frames) == 1 for _, s in fleet)
+    assert writer._last_pass == seen[0][1]  # resumed slices are the same pass
+
+
+async def test_while_busy_a_socket_already_sent_to_in_a_pass_waits_for_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import secstream.connection as connection
+
+    monkeypatch.setattr(connection, "WRITER_SLICE_SECONDS", 0.0)  # a turn at every look
+    fleet, writer = _writing_fleet(200)
+    writer._busy = True  # as past BUSY_DELIVERIES_PER_SECOND
+    writer._window_start = time.monotonic()
+    writer._last_pass = time.monotonic() - 1  # no pass lately: the first runs at once
+    for conn, _ in fleet:
+        conn.deliver(_entry(1), "1000-0")
+    # Between the pass's first and second slices, event 2 arrives for everyone.
+    asyncio.get_running_loop().call_soon(
+        lambda: [conn.deliver(_entry(2), "1000-1") for conn, _ in fleet]
+    )
+    for _ in range(10):
+        await asyncio.sleep(0)  # the pass's slices run; its period has not passed
+    first, last = fleet[0][1], fleet[-1][1]
+    assert [[_seq(e["id"]) for e in _events([f])] for f in first.frames] == [[1]]
+    assert [[_seq(e["id"]) for e in _events([f])] for f in last.frames] == [[1, 2]]
+    for conn, _ in fleet:
+        conn.deliver(_entry(3), "1000-2")
+    await asyncio.sleep(BUSY_LINGER_SECONDS * 3)
+    # One frame more for the socket sent to early, not two: 2 waited for the next pass.
+    assert [[_seq(e["id"]) for e in _events([f])] for f in first.frames] == [[1], [2, 3]]
+    assert [[_seq(e["id"]) for e in _events([f])] for f in last.frames] == [[1, 2], [3]]

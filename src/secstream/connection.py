@@ -59,8 +59,14 @@ BUSY_CONNECTIONS = 256
 """... and only fanning out wide: to a few sockets, events that arrive together already
 share frames, and a publisher that waits for its events (closed loop) would only be
 slowed by the wait."""
-WRITER_SLICE_SECONDS = 0.02
-"""Longest run of sends in one writer pass before the event loop gets a turn."""
+WRITER_SLICE_SECONDS = 0.005
+"""Longest run of sends before the event loop gets a turn. Short: a publish takes a few
+turns (its request read, its append's reply, its answer), and under a busy fan-out each
+turn waits for the slice running; 20 ms slices put up to 60 ms into a publish at 200
+events/s to 1,000 sockets (docs/benchmarks.md). The rest of the pass resumes on the
+next turn."""
+_CLOCK_EVERY = 64
+"""Sends between looks at the clock."""
 MAX_BATCH_EVENTS = 500
 MAX_BATCH_BYTES = 256 * 1024
 _PAST_SUBSCRIPTIONS = 32
@@ -106,7 +112,8 @@ class Writer:
     one, until it has taken its queue."""
 
     __slots__ = (
-        "_armed", "_busy", "_last_pass", "_queued", "_wide", "_window_start", "frames_queued"
+        "_armed", "_busy", "_last_pass", "_later", "_later_linger", "_queued", "_resuming",
+        "_wide", "_window_start", "frames_queued",
     )
 
     def __init__(self) -> None:
@@ -114,6 +121,13 @@ class Writer:
         self._armed = False
         self._busy = False
         self._window_start = self._last_pass = time.monotonic()
+        """When the last pass began (a pass resumed after a slice is the same pass)."""
+        self._resuming = False
+        """A pass gave the event loop a turn and goes on at the next."""
+        self._later: list[Connection] = []
+        """Connections that asked while a pass was resuming: they go in the next pass, so
+        one already sent to in this pass does not get a second frame from it."""
+        self._later_linger = False
         self._wide = False
         """A pass in this window went to ``BUSY_CONNECTIONS`` or more."""
         self.frames_queued = 0
@@ -146,7 +160,7 @@ class Writer:
             else:
                 conn.deliver(entry, before)
             n += 1
-            if n % 256 == 0 and not late:
+            if n % _CLOCK_EVERY == 0 and not late:
                 late = time.monotonic() - started > WRITER_SLICE_SECONDS
         if written:
             self.frames_queued += written
@@ -157,36 +171,49 @@ class Writer:
         return written
 
     def want(self, conn: Connection, linger: bool) -> None:
+        if self._resuming:
+            self._later.append(conn)
+            self._later_linger = self._later_linger or linger
+            return
         self._queued.append(conn)
         if not self._armed:
-            self._armed = True
-            loop = asyncio.get_running_loop()
-            now = time.monotonic()
-            if linger:
-                period = LOAD_LINGER_SECONDS
-            elif self._busy and not self._quiet(now):
-                period = BUSY_LINGER_SECONDS
-            else:
-                period = 0.0
-            wait = self._last_pass + period - now
-            if wait > 0:
-                loop.call_later(wait, self.run)
-            else:
-                loop.call_soon(self.run)
+            self._arm(linger)
+
+    def _arm(self, linger: bool) -> None:
+        self._armed = True
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        if linger:
+            period = LOAD_LINGER_SECONDS
+        elif self._busy and not self._quiet(now):
+            period = BUSY_LINGER_SECONDS
+        else:
+            period = 0.0
+        wait = self._last_pass + period - now
+        if wait > 0:
+            loop.call_later(wait, self.run)
+        else:
+            loop.call_soon(self.run)
 
     def run(self) -> None:
         self._armed = False
         queued, self._queued = self._queued, []
-        started = self._last_pass = time.monotonic()
+        started = time.monotonic()
+        if not self._resuming:
+            self._last_pass = started
+        self._resuming = False
         if len(queued) >= BUSY_CONNECTIONS:
             self._wide = True
         try:
             for i, conn in enumerate(queued):
-                if i % 256 == 255 and time.monotonic() - started > WRITER_SLICE_SECONDS:
-                    # The event loop gets a turn (heartbeats, reads); the rest go first
-                    # next pass.
+                if (
+                    i % _CLOCK_EVERY == _CLOCK_EVERY - 1
+                    and time.monotonic() - started > WRITER_SLICE_SECONDS
+                ):
+                    # The event loop gets a turn (requests, replies, heartbeats); the
+                    # rest of this pass goes first on the next.
                     self._queued = queued[i:] + self._queued
-                    self._armed = True
+                    self._armed = self._resuming = True
                     asyncio.get_running_loop().call_soon(self.run)
                     return
                 try:
@@ -196,6 +223,12 @@ class Writer:
                     conn.close(WS_1011_INTERNAL_ERROR)
         finally:
             self._account(time.monotonic())
+        if self._later:  # the pass is over: the next, a period after this one began
+            self._queued += self._later
+            self._later = []
+            linger, self._later_linger = self._later_linger, False
+            if not self._armed:
+                self._arm(linger)
 
     def _quiet(self, now: float) -> bool:
         """Two windows without a pass: busy no more (a lone event after a quiet spell
