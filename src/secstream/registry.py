@@ -171,7 +171,7 @@ class Registry:
                     )
                     for c in conns[start : start + WRITE_CHUNK]
                 }
-                await self.redis.hset(self.key, mapping=rows)  # type: ignore[misc]
+                await self.redis.hset(self.key, mapping=rows)
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.expire(self.key, REGISTRY_TTL)
                 pipe.zadd(self.nodes_key, {self.node: now})
