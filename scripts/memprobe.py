@@ -195,17 +195,18 @@ async def _probe(args: argparse.Namespace, redis_port: int, redis_pid: int) -> N
         raise SystemExit(reply)
     print(f"{args.n} connections open in {time.monotonic() - started:.1f} s")
     await asyncio.sleep(args.settle)  # the registry writes the new connections
-    gc.collect()
-    after = None if args.no_trace else tracemalloc.take_snapshot()
-    print(f"server RSS {(_rss_kib(os.getpid()) - rss_before) / args.n:.2f} KB per connection")
+    # Redis first: a snapshot blocks this loop long enough for the registry's hash to expire.
     (used0, _), rss0 = redis_before
     (used1, _), rss1 = _redis_memory(redis_port), _rss_kib(redis_pid)
-    if before is not None and after is not None:
-        _report(before, after, args.n, args.top)
-    print(f"\nRedis used_memory {(used1 - used0) / args.n / 1024:.2f} KB per connection, "
+    print(f"Redis used_memory {(used1 - used0) / args.n / 1024:.2f} KB per connection, "
           f"RSS {(rss1 - rss0) / args.n:.2f} KB per connection "
           f"({rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MB)")
     _redis_keys(redis_port, args.n)
+    if before is None:
+        print(f"server RSS {(_rss_kib(os.getpid()) - rss_before) / args.n:.2f} KB per connection")
+    else:
+        gc.collect()
+        _report(before, tracemalloc.take_snapshot(), args.n, args.top)
     pipe.send("close")
     proc.join(30)
     server.should_exit = True

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 
@@ -56,31 +56,48 @@ MAX_TEST_ID = 256
 _VIOLATION_WINDOW = 10.0
 
 
+class SessionHooks(Protocol):
+    """What a session tells the service about its connection (``websocket._Hooks``)."""
+
+    def rate_limited(self) -> None: ...
+    def replayed(self, count: int) -> None: ...
+    def audit(self, action: str, outcome: str, reason: str | None) -> None: ...
+    def replay_span(self, subscription: str) -> AbstractContextManager[object]: ...
+
+
 class Session:
+    """Slotted, with the frame limit's bucket in two of its slots and the service's
+    callbacks in one object: every idle connection holds one."""
+
+    __slots__ = (
+        "_burst", "_hooks", "_last", "_level", "_rate", "_reader", "_reading", "_violations",
+        "acks", "auth", "conn", "hub",
+    )
+
     def __init__(
         self,
         conn: Connection,
         hub: Hub,
         auth: Authenticator,
         acks: AckWriter,
+        hooks: SessionHooks,
         *,
         client_rate: float,
         client_burst: int,
         replay_limit: int,
-        on_rate_limited: Callable[[], None] | None = None,
-        on_replayed: Callable[[int], None] | None = None,
-        audit: Callable[[str, str, str | None], None] | None = None,
-        replay_span: Callable[[str], AbstractContextManager[object]] | None = None,
     ) -> None:
         self.conn = conn
         self.hub = hub
         self.auth = auth
         self.acks = acks
-        self._limiter = AsyncLimiter(client_burst, client_burst / client_rate)
+        self._hooks = hooks
+        self._rate = client_rate
+        self._burst = client_burst
+        self._level = 0.0
+        """Frames in the bucket; ``client_burst`` deep, leaking ``client_rate`` a second."""
+        self._last = 0.0
         self._violations: AsyncLimiter | None = None
         """Made at the first refused frame: a burst's worth per window, then close 4008."""
-        self._on_rate_limited = on_rate_limited
-        self._audit = audit or (lambda action, outcome, reason: None)
         self._reader = LogReader(
             conn,
             hub.log,
@@ -88,11 +105,23 @@ class Session:
             replay_limit=replay_limit,
             gate=hub.reads,
             stored_offset=self._stored_offset,
-            on_replayed=on_replayed,
-            replay_span=replay_span,
+            on_replayed=hooks.replayed,
+            replay_span=hooks.replay_span,
         )
         self._reading: asyncio.Task[None] | None = None
         conn.when_reading(self.start_reader)
+
+    def _take_frame(self) -> bool:
+        """A leaky bucket (aiolimiter's arithmetic, without its waiting): False when a
+        frame now would overflow it."""
+        now = asyncio.get_running_loop().time()
+        level = max(self._level - (now - self._last) * self._rate, 0.0)
+        self._last = now
+        if level + 1 > self._burst:
+            self._level = level
+            return False
+        self._level = level + 1
+        return True
 
     def start_reader(self) -> None:
         """The connection started reading the log: run its reader, if it is not running."""
@@ -149,18 +178,16 @@ class Session:
     # -- frames ----------------------------------------------------------------------
 
     async def handle(self, raw: str | bytes) -> None:
-        if not self._limiter.has_capacity():
-            if self._on_rate_limited is not None:
-                self._on_rate_limited()
+        if not self._take_frame():
+            self._hooks.rate_limited()
             self._error("rate_limited", "too many frames; slow down", ref_of(raw))
             if self._violations is None:
-                self._violations = AsyncLimiter(self._limiter.max_rate, _VIOLATION_WINDOW)
+                self._violations = AsyncLimiter(self._burst, _VIOLATION_WINDOW)
             if not self._violations.has_capacity():
                 self.conn.close(WS_4008_RATE_LIMITED)
             else:
                 await self._violations.acquire()
             return
-        await self._limiter.acquire()
         try:
             msg = decode_client_frame(raw)
         except FrameError as exc:
@@ -204,7 +231,7 @@ class Session:
         allowed = conn.principal.receivable
         refused = [p for p in msg.event_types if "*" not in p and p not in allowed]
         if refused:
-            self._audit("subscribe.forbidden", "denied", f"may not receive {refused[0]!r}")
+            self._hooks.audit("subscribe.forbidden", "denied", f"may not receive {refused[0]!r}")
             return self._error("forbidden", f"your roles may not receive {refused[0]!r}", ref)
         if msg.since is not None and not is_offset(msg.since):
             return self._error("bad_request", "since must be an event id or \"0\"", ref)
@@ -256,15 +283,15 @@ class Session:
         try:
             principal = await self.auth.verify(token)
         except AuthError as exc:
-            self._audit("token.refresh", "denied", str(exc))
+            self._hooks.audit("token.refresh", "denied", str(exc))
             return self._error("invalid_token", str(exc), ref)
         if principal.sub != conn.principal.sub:
-            self._audit("token.refresh", "denied", "another sub")
+            self._hooks.audit("token.refresh", "denied", "another sub")
             return self._error("invalid_token", "a refreshed token must carry the same sub", ref)
         if not principal.receivable:
-            self._audit("token.refresh", "denied", "roles receive nothing")
+            self._hooks.audit("token.refresh", "denied", "roles receive nothing")
             return self._error("invalid_token", "the new token's roles receive nothing", ref)
         self.hub.replace_principal(conn, principal)
-        self._audit("token.refresh", "allowed", None)
+        self._hooks.audit("token.refresh", "allowed", None)
         self._reply(Refreshed(expires_at=principal.exp, ref=ref), ref)
         return None
