@@ -126,10 +126,16 @@ def _short(path: str) -> str:
     return path
 
 
-def _report(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, n: int, top: int) -> None:
+def _report(
+    before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, n: int, top: int, show: list[str]
+) -> None:
     sites: Counter[str] = Counter()
     for stat in after.compare_to(before, "traceback"):
-        sites[_where(stat.traceback)] += stat.size_diff
+        site = _where(stat.traceback)
+        sites[site] += stat.size_diff
+        if site in show and stat.size_diff >= n * 16:
+            print(f"\n{site}: {stat.size_diff / n:.0f} B per connection, allocated by:")
+            print("\n".join(f"  {_short(f.filename)}:{f.lineno}" for f in stat.traceback))
     total = sum(sites.values())
     print(f"\ntracemalloc: {total / n / 1024:.2f} KB per connection ({n} connections)")
     print("| allocated at (innermost frame outside the stdlib) | B per connection |")
@@ -206,7 +212,7 @@ async def _probe(args: argparse.Namespace, redis_port: int, redis_pid: int) -> N
         print(f"server RSS {(_rss_kib(os.getpid()) - rss_before) / args.n:.2f} KB per connection")
     else:
         gc.collect()
-        _report(before, tracemalloc.take_snapshot(), args.n, args.top)
+        _report(before, tracemalloc.take_snapshot(), args.n, args.top, args.show)
     pipe.send("close")
     proc.join(30)
     server.should_exit = True
@@ -220,6 +226,8 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=8.0,
                         help="seconds between the last connection and the snapshot")
     parser.add_argument("--redis-server", default="redis-server")
+    parser.add_argument("--show", action="append", default=[], metavar="FILE:LINE",
+                        help="print the tracebacks of what a site in the report allocated")
     parser.add_argument("--no-trace", action="store_true",
                         help="no tracemalloc (faster): RSS and Redis figures only")
     args = parser.parse_args()
