@@ -70,8 +70,8 @@ class Session:
     callbacks in one object: every idle connection holds one."""
 
     __slots__ = (
-        "_burst", "_hooks", "_last", "_level", "_rate", "_reader", "_reading", "_violations",
-        "acks", "auth", "conn", "hub",
+        "_burst", "_cancelled", "_hooks", "_last", "_level", "_rate", "_reader", "_reading",
+        "_stopping", "_task", "_violations", "acks", "auth", "conn", "hub",
     )
 
     def __init__(
@@ -109,6 +109,10 @@ class Session:
             replay_span=hooks.replay_span,
         )
         self._reading: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[object] | None = None
+        """The task in ``run``, while it runs."""
+        self._stopping = False
+        self._cancelled = False
         conn.when_reading(self.start_reader)
 
     def _take_frame(self) -> bool:
@@ -139,36 +143,52 @@ class Session:
                 self._reading = None  # a live connection holds no finished task
 
     async def run(self) -> None:
-        """Read frames until the peer goes or the connection closes."""
+        """Read frames until the peer goes or the connection closes.
+
+        In the caller's task, not a task of its own (a task and its frames per idle
+        connection): the connection's end (closed, or its socket failed) cancels this
+        task while it reads (``_stop``), and that cancellation ends here."""
         conn = self.conn
-        reading = asyncio.create_task(self._read())
-        conn.when_ended(reading.cancel)  # closed, or its socket failed: stop reading
-        if conn.ended:
-            reading.cancel()
-        tasks = [reading]
+        self._task = asyncio.current_task()
+        conn.when_ended(self._stop)
         try:
-            # Awaited as it is (no asyncio.wait: its future, set and callbacks would be
-            # held by every idle connection). Its cancellation is the connection's end.
-            await reading
+            if not conn.ended:
+                await self._read()
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # this task itself is being cancelled
+            task = self._task
+            if not self._cancelled or task is None or task.uncancel() > 0:
+                raise  # this task itself is being cancelled, from outside
         except (OSError, ConnectionError):
             pass
         except Exception:
             logger.exception("connection task failed")
         finally:
-            if self._reading is not None:
-                tasks.append(self._reading)
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
+            self._task = None  # a cancel still to come (``_cancel``) has nothing to cancel
+            reader = self._reading
+            if reader is not None:
+                reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                    await reader
+
+    def _stop(self) -> None:
+        """The connection ended: stop reading. Ended from this very task (a close, a
+        failed send, while handling a frame), the cancellation waits for its next
+        ``await``, as it would have in a task of its own, or for ``run`` to end first."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._task is asyncio.current_task():
+            asyncio.get_running_loop().call_soon(self._cancel)
+        else:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if self._task is not None:
+            self._cancelled = True
+            self._task.cancel()
 
     async def _read(self) -> None:
-        while self.conn.state is State.OPEN:
+        while self.conn.state is State.OPEN and not self._stopping:
             raw = await self.conn.socket.receive()
             if raw is None:
                 return
