@@ -7,7 +7,7 @@ Key layout (``P`` is ``SECSTREAM_KEY_PREFIX``):
                          after the node's last write, so a dead node's entries go with it
     P:control:<node>     pub/sub channel: {"close": <connection id>, "code": 4003}
 
-Each node rewrites its hash every ``interval`` seconds, and soon after a connection
+Each node updates its hash every ``interval`` seconds, and soon after a connection
 opens or closes. ``GET /api/v1/connections`` reads every live node's hash (its own
 connections it describes live); ``DELETE`` publishes on the owner's channel.
 """
