@@ -553,6 +553,37 @@ def test_dev_tokens_carry_roles_where_the_service_reads_them() -> None:
 # The cache of verified tokens
 
 
+def cached(token: str) -> bytes:
+    """A token's key in the cache: its SHA-256, never the token itself."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+def test_the_cache_holds_no_token(auth: Authenticator) -> None:
+    token = hs256(claims())
+    assert auth.authenticate(token).sub == "u-7"
+    assert list(auth._verified) == [cached(token)]
+
+
+def test_principals_with_the_same_roles_share_one_set(auth: Authenticator) -> None:
+    one = auth.authenticate(hs256(claims(sub="one", roles=["viewer", "admin"])))
+    two = auth.authenticate(hs256(claims(sub="two", roles=["admin", "viewer"])))
+    assert one.roles is two.roles
+
+
+def test_the_shared_sets_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from secstream import claims as claims_module
+
+    monkeypatch.setattr(claims_module, "_shared", {})
+    for n in range(claims_module.MAX_SHARED + 5):
+        claims_module.shared(frozenset({f"role-{n}"}))
+    assert len(claims_module._shared) == claims_module.MAX_SHARED
+    late = frozenset({"late"})
+    assert claims_module.shared(late) is late
+    assert claims_module.shared(frozenset({"late"})) is not late  # not kept: no room
+    early = frozenset({"role-0"})
+    assert claims_module.shared(early) is not early  # the one kept first
+
+
 def test_a_cached_token_is_refused_once_it_expires() -> None:
     auth = Authenticator(secret=SECRET, leeway=0.3)
     token = hs256(claims(exp=time.time() + 0.4))
@@ -562,7 +593,7 @@ def test_a_cached_token_is_refused_once_it_expires() -> None:
     assert auth.authenticate(token).sub == "u-7"  # past exp, within the leeway
     time.sleep(0.3)
     assert reason(auth, token) == "token expired"
-    assert token not in auth._verified
+    assert cached(token) not in auth._verified
 
 
 def test_the_cache_never_confuses_tokens(auth: Authenticator) -> None:
@@ -581,7 +612,7 @@ def test_refused_tokens_are_never_cached(auth: Authenticator) -> None:
     bad = hs256(claims(), secret="another-secret-of-some-length")
     for _ in range(2):
         assert reason(auth, bad) == "bad signature"
-    assert bad not in auth._verified and not auth._verified
+    assert cached(bad) not in auth._verified and not auth._verified
 
 
 def test_the_cache_is_bounded(auth: Authenticator, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -591,16 +622,16 @@ def test_the_cache_is_bounded(auth: Authenticator, monkeypatch: pytest.MonkeyPat
     tokens = [hs256(claims(sub=f"u-{n}")) for n in range(5)]
     for token in tokens:
         auth.authenticate(token)
-    assert list(auth._verified) == tokens[2:]  # the least recently used went first
+    assert list(auth._verified) == [cached(t) for t in tokens[2:]]  # least recent went first
     long_token = hs256(claims(padding="x" * auth_module.MAX_CACHED_TOKEN))
-    assert auth.authenticate(long_token).sub == "u-7" and long_token not in auth._verified
+    assert auth.authenticate(long_token).sub == "u-7" and cached(long_token) not in auth._verified
     # No entry outlives CACHE_SECONDS, whatever the token's exp.
     now = time.monotonic()
     assert all(deadline <= now + auth_module.CACHE_SECONDS
                for _, deadline, _ in auth._verified.values())
     monkeypatch.setattr(time, "monotonic", lambda: now + auth_module.CACHE_SECONDS + 1)
     assert auth.authenticate(tokens[4]).sub == "u-4"  # verified afresh, cached afresh
-    assert auth._verified[tokens[4]][1] > now + auth_module.CACHE_SECONDS
+    assert auth._verified[cached(tokens[4])][1] > now + auth_module.CACHE_SECONDS
 
 
 class _Keys:
@@ -632,4 +663,4 @@ def test_a_cached_token_goes_with_the_provider_key_that_signed_it(
     source.current = []  # the provider dropped the key
     with pytest.raises(AuthError, match="unknown signing key"):
         auth.authenticate(token)
-    assert token not in auth._verified
+    assert cached(token) not in auth._verified

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -100,6 +101,8 @@ async def test_an_idle_connection_keeps_no_handshake_headers_and_still_talks(
             assert isinstance(proto, LeanWebSocketProtocol)
             assert isinstance(proto.queue, ReceiveQueue) and isinstance(proto.writable, Flag)
             assert proto.request is None and proto.response is None
+            # its attributes in a dict of their size (compact), not uvicorn's grown one
+            assert sys.getsizeof(vars(proto)) <= sys.getsizeof(dict(vars(proto)))
             assert proto.scope["headers"] == []
             assert proto.scope["subprotocols"] == []
             assert "_headers" not in conn.socket._ws.__dict__  # type: ignore[attr-defined]

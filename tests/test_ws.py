@@ -83,6 +83,23 @@ async def test_handshake_refuses_bad_client_id_with_400(live_app: LiveAppFactory
                 assert ws.welcome["type"] == "welcome"
 
 
+async def test_a_websocket_to_another_path_goes_through_starlette_and_is_refused(
+    live_app: LiveAppFactory,
+) -> None:
+    """``/ws`` skips Starlette's stack (``app.App``); any other WebSocket still reaches
+    Starlette's router, which has no route for it: 403 before accept."""
+    with anyio.fail_after(10):
+        async with live_app() as app:
+            for path in ("/wsx", "/ws/", "/api/v1/events"):
+                url = f"ws://127.0.0.1:{app.port}{path}?token={app.token()}"
+                with pytest.raises(InvalidStatus) as refused:
+                    async with connect(url, subprotocols=[SUBPROTOCOL]):  # type: ignore[list-item]
+                        pass
+                assert refused.value.response.status_code == 403, path
+            async with app.ws() as ws:
+                assert ws.welcome["type"] == "welcome"
+
+
 @pytest.mark.parametrize("via", ["subprotocol", "query"])
 async def test_welcome_and_selected_subprotocol(live_app: LiveAppFactory, via: str) -> None:
     with anyio.fail_after(10):

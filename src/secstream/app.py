@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from secstream import admin, endpoints
 from secstream.cancel_route import cancel_test
@@ -49,22 +50,48 @@ def create_app(settings: Settings, *, redis: Redis | None = None) -> Starlette:
 
     policy = _policy(service)
     middleware = [
-        # /ws skips the layers below it; it still has the client address from Forwarded.
-        Middleware(DirectWebSocket, "/ws", websocket_endpoint),
-        # Publishes skip them too, with the same security headers (publish_route).
+        # Publishes skip the layers below, with the same security headers (publish_route).
         Middleware(DirectPublish, service, policy),
         Middleware(SecurityHeaders, policy),
         Middleware(GZipMiddleware, minimum_size=1024),
     ]
     if settings.trusted_proxies:
         middleware.insert(0, Middleware(ForwardedHeader, networks(settings.trusted_proxies)))
-    app = Starlette(
+    app = App(
         routes=_routes(settings.static_dir or WEB_DIR),
         lifespan=lifespan,
         middleware=middleware,
     )
+    # /ws skips Starlette's whole stack; it still has the client address from Forwarded.
+    front: ASGIApp = DirectWebSocket(app.starlette, "/ws", websocket_endpoint)
+    if settings.trusted_proxies:
+        front = ForwardedHeader(front, networks(settings.trusted_proxies))
+    app.websockets = front
     app.state.service = service
     return app
+
+
+class App(Starlette):
+    """Starlette, with WebSockets passed to ``websockets`` (``DirectWebSocket``: ``/ws``
+    straight to its endpoint) before Starlette's own stack.
+
+    Every coroutine frame between the server and the endpoint is held for the life of
+    each socket: Starlette's ``__call__`` and its error middleware (which for a
+    WebSocket only passes the call on; an error still reaches the server, which logs
+    it) were two of them. Any other WebSocket path goes on through Starlette as before.
+    """
+
+    websockets: ASGIApp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope["app"] = self
+            return await self.websockets(scope, receive, send)
+        return await super().__call__(scope, receive, send)
+
+    async def starlette(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Starlette's own ``__call__``: its middleware, router and error handling."""
+        await super().__call__(scope, receive, send)
 
 
 def _policy(service: Service) -> Callable[[], str]:

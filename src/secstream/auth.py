@@ -10,6 +10,7 @@ is checked against ``SECSTREAM_JWT_ISSUER`` when it is set.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -150,10 +151,13 @@ class Authenticator:
         self._roles_claim = roles_claim
         self._groups_claim = groups_claim
         self._role_map = role_map or claim_paths.RoleMap()
-        # token -> (principal, monotonic deadline, the provider key that verified it or
-        # None for a key of our own): a publisher's requests skip the signature check.
-        # Only verified tokens go in; never past exp + leeway, nor past their key.
-        self._verified: OrderedDict[str, tuple[Principal, float, VerifyKey | None]] = (
+        # SHA-256 of the token -> (principal, monotonic deadline, the provider key that
+        # verified it or None for a key of our own): a publisher's requests skip the
+        # signature check. Only verified tokens go in; never past exp + leeway, nor past
+        # their key. Keyed by digest: the cache holds no bearer token, and 33 bytes a
+        # connection instead of the token's few hundred (each new connection's token
+        # stays here up to CACHE_SECONDS).
+        self._verified: OrderedDict[bytes, tuple[Principal, float, VerifyKey | None]] = (
             OrderedDict()
         )
 
@@ -212,7 +216,8 @@ class Authenticator:
         """
         if not token:
             raise AuthError("missing token")
-        cached = self._verified.get(token)
+        digest = hashlib.sha256(token.encode()).digest()
+        cached = self._verified.get(digest)
         if cached is not None:
             principal, deadline, key = cached
             if (
@@ -220,12 +225,12 @@ class Authenticator:
                 and time.monotonic() < deadline
                 and (key is None or self._trusted(key))
             ):
-                self._verified.move_to_end(token)
+                self._verified.move_to_end(digest)
                 return principal
-            del self._verified[token]
+            del self._verified[digest]
         principal, key = self._verify_token(token)
         if len(token) <= MAX_CACHED_TOKEN:
-            self._verified[token] = (principal, time.monotonic() + CACHE_SECONDS, key)
+            self._verified[digest] = (principal, time.monotonic() + CACHE_SECONDS, key)
             if len(self._verified) > CACHE_SIZE:
                 self._verified.popitem(last=False)
         return principal

@@ -39,10 +39,26 @@ def strings(claims: Mapping[str, Any], path: str) -> frozenset[str]:
     if value is _MISSING:
         return frozenset()
     if isinstance(value, str):
-        return frozenset((value,))
+        return shared(frozenset((value,)))
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise AuthError(f"invalid claim: {path}")
-    return frozenset(value)
+    return shared(frozenset(value))
+
+
+MAX_SHARED = 1024
+"""Distinct sets ``shared`` keeps; past it, a new set is returned as it is."""
+_shared: dict[frozenset[str], frozenset[str]] = {}
+
+
+def shared(value: frozenset[str]) -> frozenset[str]:
+    """One object for equal sets: every connection's principal holds its roles (a
+    one-role set is 216 bytes), and most connections have one of a few role sets."""
+    found = _shared.get(value)
+    if found is not None:
+        return found
+    if len(_shared) < MAX_SHARED:
+        _shared[value] = value
+    return value
 
 
 def place(claims: dict[str, Any], path: str, value: object) -> None:
@@ -70,4 +86,4 @@ class RoleMap:
         mapped: set[str] = set()
         for role in roles:
             mapped |= self._map.get(role, {role})
-        return frozenset(mapped)
+        return shared(frozenset(mapped))

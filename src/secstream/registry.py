@@ -7,7 +7,7 @@ Key layout (``P`` is ``SECSTREAM_KEY_PREFIX``):
                          after the node's last write, so a dead node's entries go with it
     P:control:<node>     pub/sub channel: {"close": <connection id>, "code": 4003}
 
-Each node rewrites its hash every ``interval`` seconds, and soon after a connection
+Each node updates its hash every ``interval`` seconds, and soon after a connection
 opens or closes. ``GET /api/v1/connections`` reads every live node's hash (its own
 connections it describes live); ``DELETE`` publishes on the owner's channel.
 """
@@ -33,6 +33,8 @@ REGISTRY_TTL: Final = 15
 """Seconds a node's entries outlive its last write (it writes every ``interval``)."""
 NODE_STALE: Final = 20
 _DEBOUNCE: Final = 0.3
+WRITE_CHUNK: Final = 500
+"""Descriptions per ``HSET``: about 200 KB, so Redis never holds much more than its hash."""
 
 
 class _Principal(Protocol):
@@ -112,6 +114,10 @@ class Registry:
         self._connections = connections
         self._close = close
         self._addresses: dict[str, str | None] = {}
+        self._gone: set[str] = set()
+        """Closed since the last write: their fields are deleted at the next."""
+        self._stale = False
+        """A write failed: the next deletes the hash first."""
         self._changed = asyncio.Event()
 
     def conns_key(self, node: str) -> str:
@@ -128,6 +134,8 @@ class Registry:
 
     def closed(self, conn_id: str) -> None:
         self._addresses.pop(conn_id, None)
+        if not self._stale:  # a stale hash is deleted whole: nothing to remember
+            self._gone.add(conn_id)
         self._changed.set()
 
     def local(self) -> list[dict[str, Any]]:
@@ -137,16 +145,42 @@ class Registry:
         ]
 
     async def write(self) -> None:
+        """Update this node's hash in place: the closed connections' fields deleted, the
+        others' set, ``WRITE_CHUNK`` to a command, one command at a time.
+
+        Not the whole hash deleted and written again in one transaction: Redis would
+        hold the queued copy of every description beside the hash, and its allocator
+        keeps that peak as its RSS (10,000 connections: ≈1 KB each, measured in
+        docs/benchmarks.md). A reader between two commands sees some descriptions a
+        write older than others, as it would a node that wrote a moment earlier."""
         now = time.time()
-        rows = {d["id"]: json.dumps(d, separators=(",", ":")) for d in self.local()}
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key)
-            if rows:
-                pipe.hset(self.key, mapping=rows)
+        try:
+            if self._stale:  # after a failed write: the hash may hold anything
+                await self.redis.delete(self.key)
+                self._gone.clear()
+                self._stale = False
+            gone = list(self._gone)
+            if gone:
+                await self.redis.hdel(self.key, *gone)
+                self._gone.difference_update(gone)
+            conns = list(self._connections().values())
+            for start in range(0, len(conns), WRITE_CHUNK):
+                rows = {
+                    c.id: json.dumps(
+                        describe(c, self.node, self._addresses.get(c.id)), separators=(",", ":")
+                    )
+                    for c in conns[start : start + WRITE_CHUNK]
+                }
+                await self.redis.hset(self.key, mapping=rows)
+            async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.expire(self.key, REGISTRY_TTL)
-            pipe.zadd(self.nodes_key, {self.node: now})
-            pipe.zremrangebyscore(self.nodes_key, "-inf", now - NODE_STALE)
-            await pipe.execute()
+                pipe.zadd(self.nodes_key, {self.node: now})
+                pipe.zremrangebyscore(self.nodes_key, "-inf", now - NODE_STALE)
+                await pipe.execute()
+        except BaseException:
+            self._stale = True  # the next write starts from an empty hash
+            self._gone.clear()
+            raise
 
     async def run(self) -> None:
         """Write now, then every ``interval`` and soon after a change; obey the channel."""

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Protocol
 
 from aiolimiter import AsyncLimiter
 
@@ -56,31 +56,48 @@ MAX_TEST_ID = 256
 _VIOLATION_WINDOW = 10.0
 
 
+class SessionHooks(Protocol):
+    """What a session tells the service about its connection (``websocket._Hooks``)."""
+
+    def rate_limited(self) -> None: ...
+    def replayed(self, count: int) -> None: ...
+    def audit(self, action: str, outcome: str, reason: str | None) -> None: ...
+    def replay_span(self, subscription: str) -> AbstractContextManager[object]: ...
+
+
 class Session:
+    """Slotted, with the frame limit's bucket in two of its slots and the service's
+    callbacks in one object: every idle connection holds one."""
+
+    __slots__ = (
+        "_burst", "_cancelled", "_hooks", "_last", "_level", "_rate", "_reader", "_reading",
+        "_stopping", "_task", "_violations", "acks", "auth", "conn", "hub",
+    )
+
     def __init__(
         self,
         conn: Connection,
         hub: Hub,
         auth: Authenticator,
         acks: AckWriter,
+        hooks: SessionHooks,
         *,
         client_rate: float,
         client_burst: int,
         replay_limit: int,
-        on_rate_limited: Callable[[], None] | None = None,
-        on_replayed: Callable[[int], None] | None = None,
-        audit: Callable[[str, str, str | None], None] | None = None,
-        replay_span: Callable[[str], AbstractContextManager[object]] | None = None,
     ) -> None:
         self.conn = conn
         self.hub = hub
         self.auth = auth
         self.acks = acks
-        self._limiter = AsyncLimiter(client_burst, client_burst / client_rate)
+        self._hooks = hooks
+        self._rate = client_rate
+        self._burst = client_burst
+        self._level = 0.0
+        """Frames in the bucket; ``client_burst`` deep, leaking ``client_rate`` a second."""
+        self._last = 0.0
         self._violations: AsyncLimiter | None = None
         """Made at the first refused frame: a burst's worth per window, then close 4008."""
-        self._on_rate_limited = on_rate_limited
-        self._audit = audit or (lambda action, outcome, reason: None)
         self._reader = LogReader(
             conn,
             hub.log,
@@ -88,11 +105,27 @@ class Session:
             replay_limit=replay_limit,
             gate=hub.reads,
             stored_offset=self._stored_offset,
-            on_replayed=on_replayed,
-            replay_span=replay_span,
+            on_replayed=hooks.replayed,
+            replay_span=hooks.replay_span,
         )
         self._reading: asyncio.Task[None] | None = None
+        self._task: asyncio.Task[object] | None = None
+        """The task in ``run``, while it runs."""
+        self._stopping = False
+        self._cancelled = False
         conn.when_reading(self.start_reader)
+
+    def _take_frame(self) -> bool:
+        """A leaky bucket (aiolimiter's arithmetic, without its waiting): False when a
+        frame now would overflow it."""
+        now = asyncio.get_running_loop().time()
+        level = max(self._level - (now - self._last) * self._rate, 0.0)
+        self._last = now
+        if level + 1 > self._burst:
+            self._level = level
+            return False
+        self._level = level + 1
+        return True
 
     def start_reader(self) -> None:
         """The connection started reading the log: run its reader, if it is not running."""
@@ -110,36 +143,52 @@ class Session:
                 self._reading = None  # a live connection holds no finished task
 
     async def run(self) -> None:
-        """Read frames until the peer goes or the connection closes."""
+        """Read frames until the peer goes or the connection closes.
+
+        In the caller's task, not a task of its own (a task and its frames per idle
+        connection): the connection's end (closed, or its socket failed) cancels this
+        task while it reads (``_stop``), and that cancellation ends here."""
         conn = self.conn
-        reading = asyncio.create_task(self._read())
-        conn.when_ended(reading.cancel)  # closed, or its socket failed: stop reading
-        if conn.ended:
-            reading.cancel()
-        tasks = [reading]
+        self._task = asyncio.current_task()
+        conn.when_ended(self._stop)
         try:
-            # Awaited as it is (no asyncio.wait: its future, set and callbacks would be
-            # held by every idle connection). Its cancellation is the connection's end.
-            await reading
+            if not conn.ended:
+                await self._read()
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # this task itself is being cancelled
+            task = self._task
+            if not self._cancelled or task is None or task.uncancel() > 0:
+                raise  # this task itself is being cancelled, from outside
         except (OSError, ConnectionError):
             pass
         except Exception:
             logger.exception("connection task failed")
         finally:
-            if self._reading is not None:
-                tasks.append(self._reading)
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
+            self._task = None  # a cancel still to come (``_cancel``) has nothing to cancel
+            reader = self._reading
+            if reader is not None:
+                reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+                    await reader
+
+    def _stop(self) -> None:
+        """The connection ended: stop reading. Ended from this very task (a close, a
+        failed send, while handling a frame), the cancellation waits for its next
+        ``await``, as it would have in a task of its own, or for ``run`` to end first."""
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._task is asyncio.current_task():
+            asyncio.get_running_loop().call_soon(self._cancel)
+        else:
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if self._task is not None:
+            self._cancelled = True
+            self._task.cancel()
 
     async def _read(self) -> None:
-        while self.conn.state is State.OPEN:
+        while self.conn.state is State.OPEN and not self._stopping:
             raw = await self.conn.socket.receive()
             if raw is None:
                 return
@@ -149,18 +198,16 @@ class Session:
     # -- frames ----------------------------------------------------------------------
 
     async def handle(self, raw: str | bytes) -> None:
-        if not self._limiter.has_capacity():
-            if self._on_rate_limited is not None:
-                self._on_rate_limited()
+        if not self._take_frame():
+            self._hooks.rate_limited()
             self._error("rate_limited", "too many frames; slow down", ref_of(raw))
             if self._violations is None:
-                self._violations = AsyncLimiter(self._limiter.max_rate, _VIOLATION_WINDOW)
+                self._violations = AsyncLimiter(self._burst, _VIOLATION_WINDOW)
             if not self._violations.has_capacity():
                 self.conn.close(WS_4008_RATE_LIMITED)
             else:
                 await self._violations.acquire()
             return
-        await self._limiter.acquire()
         try:
             msg = decode_client_frame(raw)
         except FrameError as exc:
@@ -204,7 +251,7 @@ class Session:
         allowed = conn.principal.receivable
         refused = [p for p in msg.event_types if "*" not in p and p not in allowed]
         if refused:
-            self._audit("subscribe.forbidden", "denied", f"may not receive {refused[0]!r}")
+            self._hooks.audit("subscribe.forbidden", "denied", f"may not receive {refused[0]!r}")
             return self._error("forbidden", f"your roles may not receive {refused[0]!r}", ref)
         if msg.since is not None and not is_offset(msg.since):
             return self._error("bad_request", "since must be an event id or \"0\"", ref)
@@ -256,15 +303,15 @@ class Session:
         try:
             principal = await self.auth.verify(token)
         except AuthError as exc:
-            self._audit("token.refresh", "denied", str(exc))
+            self._hooks.audit("token.refresh", "denied", str(exc))
             return self._error("invalid_token", str(exc), ref)
         if principal.sub != conn.principal.sub:
-            self._audit("token.refresh", "denied", "another sub")
+            self._hooks.audit("token.refresh", "denied", "another sub")
             return self._error("invalid_token", "a refreshed token must carry the same sub", ref)
         if not principal.receivable:
-            self._audit("token.refresh", "denied", "roles receive nothing")
+            self._hooks.audit("token.refresh", "denied", "roles receive nothing")
             return self._error("invalid_token", "the new token's roles receive nothing", ref)
         self.hub.replace_principal(conn, principal)
-        self._audit("token.refresh", "allowed", None)
+        self._hooks.audit("token.refresh", "allowed", None)
         self._reply(Refreshed(expires_at=principal.exp, ref=ref), ref)
         return None

@@ -358,8 +358,14 @@ class Telemetry:
             span.set_attribute("secstream.close_code", code)
             span.end()
 
-    def replay_span(self, connection_id: str, subscription: str) -> AbstractContextManager[Span]:
-        """``secstream.replay``: a child of the connection's session span."""
+    def replay_span(
+        self, connection_id: str, subscription: str
+    ) -> AbstractContextManager[Span | None]:
+        """``secstream.replay``: a child of the connection's session span. Only when spans
+        are exported: the SDK's span and its context, made in the connection's reading
+        task, were still held by each idle connection (about 350 bytes) long after."""
+        if not self.exporting:
+            return contextlib.nullcontext()
         session = self._sessions.get(connection_id)
         context = trace.set_span_in_context(session) if session is not None else None
         return self._tracer.start_as_current_span(

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import re
 import uuid
+from contextlib import AbstractContextManager
 from typing import NamedTuple
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -23,6 +24,7 @@ from secstream.errors import (
     KeysUnavailable,
     LogUnavailable,
 )
+from secstream.leanws import LeanWebSocketProtocol
 from secstream.protocol import Welcome, encode, parse_offset
 from secstream.rawsend import (
     direct_socket,
@@ -51,6 +53,9 @@ class _Socket:
         self._send = raw_send(websocket.scope) or websocket.send
         self._direct = direct_socket(websocket.scope)
         release_handshake(websocket)
+        server_side = getattr(self._send, "__self__", None)
+        if isinstance(server_side, LeanWebSocketProtocol):
+            server_side.compact()
 
     def write_now(self, data: str) -> bool:
         direct = self._direct
@@ -214,16 +219,10 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             hub,
             service.auth,
             service.acks,
+            _Hooks(service, conn, address),
             client_rate=service.settings.client_rate,
             client_burst=service.settings.client_burst,
             replay_limit=service.settings.replay_limit,
-            on_rate_limited=lambda: service.refused("client_frames", principal.sub),
-            on_replayed=lambda n: service.telemetry.replayed.add(n),
-            audit=lambda action, outcome, reason: service.audit.record(
-                action, outcome, sub=principal.sub, address=address, reason=reason,  # type: ignore[arg-type]
-                connection_id=conn.id,
-            ),
-            replay_span=lambda subscription: service.telemetry.replay_span(conn.id, subscription),
         )
         try:
             await session.run()
@@ -246,6 +245,34 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     finally:
         slots.release(principal.sub)
     return None
+
+
+class _Hooks:
+    """A session's reports to the service (``session.SessionHooks``): one small object
+    per connection where four closures and their cells were."""
+
+    __slots__ = ("_address", "_conn", "_service")
+
+    def __init__(self, service: Service, conn: Connection, address: str) -> None:
+        self._service = service
+        self._conn = conn
+        self._address = address
+
+    def rate_limited(self) -> None:
+        self._service.refused("client_frames", self._conn.principal.sub)
+
+    def replayed(self, count: int) -> None:
+        self._service.telemetry.replayed.add(count)
+
+    def audit(self, action: str, outcome: str, reason: str | None) -> None:
+        conn = self._conn
+        self._service.audit.record(
+            action, outcome, sub=conn.principal.sub, address=self._address,  # type: ignore[arg-type]
+            reason=reason, connection_id=conn.id,
+        )
+
+    def replay_span(self, subscription: str) -> AbstractContextManager[object]:
+        return self._service.telemetry.replay_span(self._conn.id, subscription)
 
 
 async def _resume_from(service: Service, sub: str, client_id: str | None) -> str | None:
