@@ -308,6 +308,9 @@ class Subscription:
     def index_keys(self) -> list[tuple[str, str | None]]:
         return [(t, self.test_id) for t in self.types]
 
+    def indexed_under(self, key: tuple[str, str | None]) -> bool:
+        return key[1] == self.test_id and key[0] in self.types
+
 
 @dataclasses.dataclass(slots=True)
 class ReplayJob:
@@ -335,7 +338,7 @@ class Connection:
     __slots__ = ("_counters", "_flush_wanted", "_full", "_latest", "_latest_subs", "_load",
         "_next_sub", "_on_end", "_on_reading", "_outbox", "_room", "_sending", "_waiting_since",
         "_writer", "awaiting_pong_since", "behind_notified", "client_id", "close_code",
-        "connected_at", "ended", "id", "keys", "max_queue_bytes", "missed", "mode", "next_ping",
+        "connected_at", "ended", "id", "max_queue_bytes", "missed", "mode", "next_ping",
         "past_subscriptions", "position", "principal", "queued_bytes", "received", "replays",
         "sent", "socket", "state", "subscriptions", "warned_for_exp")
 
@@ -373,7 +376,6 @@ class Connection:
         self._latest_subs = 0
         self.past_subscriptions: list[Subscription] = []
         """The newest ``_PAST_SUBSCRIPTIONS`` ended ones."""
-        self.keys: dict[tuple[str, str | None], int] = {}
         self.replays: list[ReplayJob] = []
         self.missed = 0
         """Events the hub skipped while this connection was reading (they are in the log)."""

