@@ -30,6 +30,8 @@ from starlette.websockets import WebSocket
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
+from secstream.leanws import LeanWebSocketProtocol
+
 _KEY = "secstream.raw_send"
 
 
@@ -83,7 +85,8 @@ def release_handshake(websocket: WebSocket) -> None:
     never again. The ASGI scope's list (and Starlette's copy of it) go, and for uvicorn's
     websockets-sansio connection its request and response, which it keeps for its whole
     life; the request's headers are emptied in place, since ``websockets``' parser still
-    holds that request (a local of its generator) for the connection's life."""
+    holds that request (a local of its generator) for the connection's life. Our own
+    protocol class then gets its ``__dict__`` made to size (``compact``)."""
     websocket.scope["headers"] = []
     websocket.scope["subprotocols"] = []  # the token rides in one (bearer.<jwt>)
     websocket.__dict__.pop("_headers", None)
@@ -92,6 +95,8 @@ def release_handshake(websocket: WebSocket) -> None:
         if proto.request is not None:
             proto.request.headers.clear()
         proto.request = proto.response = None  # type: ignore[assignment]
+        if isinstance(proto, LeanWebSocketProtocol):
+            proto.compact()
 
 
 def write_now(proto: WebSocketsSansIOProtocol, frame: bytes) -> bool:

@@ -24,7 +24,6 @@ from secstream.errors import (
     KeysUnavailable,
     LogUnavailable,
 )
-from secstream.leanws import LeanWebSocketProtocol
 from secstream.protocol import Welcome, encode, parse_offset
 from secstream.rawsend import (
     direct_socket,
@@ -53,9 +52,6 @@ class _Socket:
         self._send = raw_send(websocket.scope) or websocket.send
         self._direct = direct_socket(websocket.scope)
         release_handshake(websocket)
-        server_side = getattr(self._send, "__self__", None)
-        if isinstance(server_side, LeanWebSocketProtocol):
-            server_side.compact()
 
     def write_now(self, data: str) -> bool:
         direct = self._direct
