@@ -8,14 +8,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
 
+import anyio
+
 from secstream.redis_server import die_with_parent, free_port, stop_stale
 
-__all__ = ["ServeProcess", "free_port"]
+__all__ = ["ServeProcess", "eventually", "free_port"]
+
+
+async def eventually(check: Callable[[], bool], within: float = 10) -> None:
+    """State with no event to wait on: look every 10 ms until ``check()`` holds."""
+    with anyio.fail_after(within):
+        while not check():  # noqa: ASYNC110
+            await anyio.sleep(0.01)
 
 
 class ServeProcess:

@@ -31,7 +31,7 @@ from secstream.auth import Authenticator
 from secstream.claims import RoleMap
 from secstream.errors import AuthError, KeysUnavailable
 from secstream.oidc import MAX_JWKS_BYTES, OidcKeys, origin_of
-from support import ServeProcess
+from support import ServeProcess, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -63,13 +63,6 @@ def oidc_settings(provider: Provider, **more: Any) -> dict[str, Any]:
         "role_map": (("soc-lead", "admin"), ("soc-analyst", "analyst")),
         **more,
     }
-
-
-async def eventually(check: Callable[[], bool], within: float = 10) -> None:
-    """State with no event to wait on: look every 10 ms."""
-    with anyio.fail_after(within):
-        while not check():  # noqa: ASYNC110
-            await anyio.sleep(0.01)
 
 
 @asynccontextmanager

@@ -165,7 +165,7 @@ async def test_a_client_that_stops_reading_pushes_back_and_then_gets_everything(
                     await app.service.log.append(_events(50, 8_000, first=sent))
                     sent += 50
                     await asyncio.sleep(0.02)
-                    paused = not proto.writable.is_set()
+                    paused = not proto.writable
             assert not rawsend.write_now(proto, rawsend.text_frame(b"{}"))
             ws.transport.resume_reading()
             assert (await _received(ws, sent, within=60))[0] == list(range(sent))

@@ -29,7 +29,7 @@ from live import LiveApp, hs256
 from secstream.middleware import CONTENT_SECURITY_POLICY
 from secstream.protocol import MAX_FRAME_BYTES, ref_of
 from streamclient import ENV, SECRET, token
-from support import ServeProcess
+from support import ServeProcess, eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -49,13 +49,6 @@ async def _status(url: str, **kwargs: Any) -> int:
             return 101
     except InvalidStatus as exc:
         return exc.response.status_code
-
-
-async def _eventually(check: Callable[[], bool], within: float = 5) -> None:
-    """A counter with no event to wait on: look every 20 ms."""
-    with anyio.fail_after(within):
-        while not check():  # noqa: ASYNC110
-            await anyio.sleep(0.02)
 
 
 def _rss_kib(pid: int) -> int:
@@ -445,10 +438,10 @@ async def test_connections_per_user_are_capped_with_429(live_app: LiveAppFactory
             async with app.ws(app.token("root", ["admin"])) as admin:  # others get in
                 assert admin.welcome["user_id"] == "root"
             await third.conn.close()
-            await _eventually(lambda: app.service.user_slots.held("greedy") == 2)
+            await eventually(lambda: app.service.user_slots.held("greedy") == 2)
             async with app.ws(viewer) as again:  # a closed connection frees its slot
                 assert again.welcome["user_id"] == "greedy"
-        await _eventually(lambda: app.service.user_slots.held("greedy") == 0)
+        await eventually(lambda: app.service.user_slots.held("greedy") == 0)
 
 
 async def test_zero_means_no_cap_per_user(live_app: LiveAppFactory) -> None:

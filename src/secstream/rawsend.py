@@ -8,12 +8,12 @@ in the scope so the hot path can give text frames to it directly (``raw_send``).
 Nothing else changes: no middleware here acts on WebSocket traffic, and an
 error in the endpoint reaches the server as it would through Starlette.
 
-One step further, for uvicorn's ``websockets-sansio`` connections only
-(``direct_socket``): a server's text frame without permessage-deflate is the
+One step further, for connections of our own WebSocket protocol without extensions
+(``direct_socket``; see ``leanws``): a server's text frame without permessage-deflate is the
 same bytes for every recipient (no mask, no compression), so an event's frame
 is built once (``text_frame_of``) and written to each connection's transport
 (``write_now``), instead of each send encoding the text, framing it through
-``websockets`` and joining its output. ``write_now`` writes only when the
+the protocol object and joining its output. ``write_now`` writes only when the
 server's own ``send`` would write at once; otherwise (flow control paused,
 closing, closed) it declines and the caller uses the ASGI ``send``, which
 waits or fails exactly as before. Any other server, or a connection that
@@ -27,10 +27,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.protocol import State
 
-from secstream.leanws import LeanWebSocketProtocol
+from secstream.leanws import OPEN, LeanWebSocketProtocol, text_frame
 
 _KEY = "secstream.raw_send"
 
@@ -61,68 +59,36 @@ def raw_send(scope: Scope) -> Send | None:
 # -- frames straight to the transport ------------------------------------------------
 
 
-def _server_connection(scope: Scope) -> WebSocketsSansIOProtocol | None:
+def _server_connection(scope: Scope) -> LeanWebSocketProtocol | None:
     proto: Any = getattr(raw_send(scope), "__self__", None)
-    return proto if isinstance(proto, WebSocketsSansIOProtocol) else None
+    return proto if isinstance(proto, LeanWebSocketProtocol) else None
 
 
-def direct_socket(scope: Scope) -> WebSocketsSansIOProtocol | None:
-    """The server's connection object, when frames may be written to it directly: uvicorn's
-    websockets-sansio connection, accepted, without extensions (permessage-deflate)."""
+def direct_socket(scope: Scope) -> LeanWebSocketProtocol | None:
+    """The server's connection object, when frames may be written to it directly: our
+    protocol's connection, accepted, without extensions (permessage-deflate)."""
     proto = _server_connection(scope)
-    if (
-        proto is None
-        or not proto.handshake_complete
-        or proto.initial_response is not None
-        or proto.conn.extensions
-    ):
-        return None
-    return proto
+    return proto if proto is not None and proto.lean else None
 
 
 def release_handshake(websocket: WebSocket) -> None:
     """After ``accept``: let go of the handshake's headers, read before ``accept`` and
-    never again. The ASGI scope's list (and Starlette's copy of it) go, and for uvicorn's
-    websockets-sansio connection its request and response, which it keeps for its whole
-    life; the request's headers are emptied in place, since ``websockets``' parser still
-    holds that request (a local of its generator) for the connection's life. Our own
-    protocol class then gets its ``__dict__`` made to size (``compact``)."""
+    never again: the ASGI scope's list and Starlette's copy of it. (The protocol let go
+    of its request and response itself, at accept.)"""
     websocket.scope["headers"] = []
     websocket.scope["subprotocols"] = []  # the token rides in one (bearer.<jwt>)
     websocket.__dict__.pop("_headers", None)
-    proto = _server_connection(websocket.scope)
-    if proto is not None and proto.handshake_complete:
-        if proto.request is not None:
-            proto.request.headers.clear()
-        proto.request = proto.response = None  # type: ignore[assignment]
-        if isinstance(proto, LeanWebSocketProtocol):
-            proto.compact()
 
 
-def write_now(proto: WebSocketsSansIOProtocol, frame: bytes) -> bool:
+def write_now(proto: LeanWebSocketProtocol, frame: bytes) -> bool:
     """Write a ready frame if the server's ``send`` would write now without waiting;
     False (nothing written) when it would wait (the transport is above its high-water
     mark) or fail (closing, closed): the caller then uses ``send``."""
-    if (
-        proto.close_sent
-        or proto.disconnected
-        or not proto.writable.is_set()
-        or proto.transport.is_closing()
-        or proto.conn.state is not State.OPEN
-    ):
+    transport = proto.transport
+    if proto.state != OPEN or not proto.writable or transport.is_closing():
         return False
-    proto.transport.write(frame)
+    transport.write(frame)
     return True
-
-
-def text_frame(payload: bytes) -> bytes:
-    """A server's text frame (RFC 6455 section 5.2): final, unmasked, uncompressed."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
 class _LastFrame:

@@ -42,8 +42,8 @@ def uvicorn_config(app: Any, settings: Settings, **overrides: Any) -> uvicorn.Co
         "http": guarded_http(
             settings.header_timeout, settings.max_pending_connections, settings.body_timeout
         ),
-        # Measured, 1,000 idle subscribed sockets (docs/benchmarks.md): the least memory;
-        # websockets-sansio, with a leaner receive queue and flow-control flag.
+        # Our own protocol (leanws): websockets for the handshake and for permessage-deflate,
+        # our frames otherwise; the least memory per idle socket (docs/benchmarks.md).
         "ws": LeanWebSocketProtocol,
         "ws_max_size": MAX_FRAME_BYTES,  # larger frames: closed 1009, never decoded
         "ws_per_message_deflate": True,
