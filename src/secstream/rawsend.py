@@ -41,14 +41,16 @@ class DirectWebSocket:
         self.path = path
         self.endpoint = endpoint
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The awaitable to run, returned rather than awaited here: this call's frame is
+        then not held for the life of every socket."""
         if scope["type"] != "websocket":
-            return await self.app(scope, receive, send)
+            return self.app(scope, receive, send)
         scope[_KEY] = send
         if scope["path"].removeprefix(scope.get("root_path", "")) == self.path:
             scope.setdefault("path_params", {})
-            return await self.endpoint(WebSocket(scope, receive, send))
-        return await self.app(scope, receive, send)
+            return self.endpoint(WebSocket(scope, receive, send))
+        return self.app(scope, receive, send)
 
 
 def raw_send(scope: Scope) -> Send | None:

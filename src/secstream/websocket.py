@@ -65,7 +65,10 @@ class _Socket:
 
     async def receive(self) -> str | bytes | None:
         try:
-            message = await self._ws.receive()
+            # our protocol's own receive where there is one: no Starlette frame held
+            # while the socket sits idle waiting for the client
+            direct = self._direct
+            message = await (direct.receive() if direct is not None else self._ws.receive())
         except (RuntimeError, WebSocketDisconnect):
             return None
         if message["type"] == "websocket.disconnect":
