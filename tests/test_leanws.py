@@ -23,7 +23,7 @@ import uvicorn
 from websockets.asyncio.client import connect
 
 from live import SUBPROTOCOL, LiveApp, _QuietServer
-from secstream.leanws import CLOSING, CONNECTING, OPEN, LeanWebSocketProtocol
+from secstream.leanws import CLOSING, CONNECTING, MAX_FRAGMENTS, OPEN, LeanWebSocketProtocol
 from support import eventually
 
 pytestmark = pytest.mark.anyio
@@ -58,20 +58,23 @@ class RawClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self._inflate = zlib.decompressobj(-15)  # permessage-deflate, context kept
 
     @classmethod
-    async def open(cls, app: LiveApp) -> RawClient:
+    async def open(cls, app: LiveApp, *, deflate: bool = False) -> RawClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
         key = base64.b64encode(os.urandom(16)).decode()
+        extension = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else ""
         writer.write(
             f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{app.port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Version: 13\r\n{extension}"
             f"Sec-WebSocket-Protocol: {SUBPROTOCOL}, bearer.{app.token()}\r\n\r\n".encode()
         )
         with anyio.fail_after(5):
             head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 101"), head
+        assert (b"permessage-deflate" in head) == deflate
         client = cls(reader, writer)
         assert (await client.json())["type"] == "welcome"
         return client
@@ -90,7 +93,10 @@ class RawClient:
             elif n == 127:
                 (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
             assert first & 0x80, "the server sends no fragments"
-            return first & 0x0F, await self.reader.readexactly(n)
+            payload = await self.reader.readexactly(n)
+            if first & 0x40:  # compressed (permessage-deflate)
+                payload = self._inflate.decompress(payload + b"\x00\x00\xff\xff")
+            return first & 0x0F, payload
 
     async def json(self, within: float = 5) -> dict[str, Any]:
         while True:
@@ -215,6 +221,28 @@ async def test_a_protocol_violation_fails_the_connection_with_its_code(
             assert (await client.closed_with())[0] == code
             await eventually(lambda: not app.service.hub.connections)  # the session ended
             assert proto.state != OPEN
+        finally:
+            client.close()
+
+
+@pytest.mark.parametrize("deflate", [False, True], ids=["no extension", "permessage-deflate"])
+async def test_a_message_in_too_many_frames_fails_with_1008(
+    live_app: LiveAppFactory, deflate: bool
+) -> None:
+    """Empty continuation frames add no bytes: the number of frames is bounded too, so a
+    message's parts cannot grow without end. At the bound, a message still arrives."""
+    async with live_app() as app:
+        client = await RawClient.open(app, deflate=deflate)
+        try:
+            empty = client_frame(0, b"", fin=False)
+            ping = json.dumps({"type": "ping", "id": "at-the-bound"}).encode()
+            client.send(client_frame(TEXT, ping[:5], fin=False)
+                        + empty * (MAX_FRAGMENTS - 2) + client_frame(0, ping[5:]))
+            reply = await client.json()
+            assert (reply["type"], reply["ref"]) == ("pong", "at-the-bound")
+            client.send(client_frame(TEXT, b"{", fin=False) + empty * MAX_FRAGMENTS)
+            code, reason = await client.closed_with()
+            assert code == 1008 and "frames" in reason
         finally:
             client.close()
 

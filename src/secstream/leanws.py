@@ -102,6 +102,24 @@ def _close_payload(code: int, reason: str) -> bytes:
     return struct.pack("!H", code) + data
 
 
+MAX_FRAGMENTS = 1024
+"""Frames one message may come in (browsers send one): past it the connection fails
+with 1008, so that empty continuation frames cannot grow a message's list of parts
+without bound (``ws_max_size`` counts bytes, and an empty frame adds none)."""
+
+
+class _Message:
+    """A fragmented message so far."""
+
+    __slots__ = ("frames", "opcode", "parts", "size")
+
+    def __init__(self, opcode: int) -> None:
+        self.opcode = opcode
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.frames = 0
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase
@@ -181,8 +199,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self._received: deque[dict[str, Any]] | None = None
         self._getter: asyncio.Future[None] | None = None
         self._in: bytearray | None = None
-        self._message: list[Any] | None = None
-        """A fragmented message so far: its opcode, then its fragments."""
+        self._message: _Message | None = None
 
     @property
     def disconnected(self) -> bool:
@@ -375,7 +392,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 if (message is None) == (opcode == 0):
                     return self._fail(1002, "unexpected continuation frame" if message is None
                                       else "expected a continuation frame")
-                size = length + (sum(map(len, message[1:])) if message else 0)
+                size = length + (message.size if message else 0)
                 if size > self._shared.max_size:
                     return self._fail(
                         1009, f"over size limit ({size} > {self._shared.max_size} bytes)"
@@ -413,13 +430,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
                 self._write(_frame(0x80 | _CLOSE, payload))
             self._closed_by_client(close.code, close.reason)
         elif opcode != _PONG:  # pongs: nothing sent here asks for one
-            if not fin:
-                self._message = (self._message or [opcode]) + [payload]
-                return
-            if self._message is not None:
-                opcode, payload = self._message[0], b"".join([*self._message[1:], payload])
-                self._message = None
-            self._deliver(opcode == _TEXT, payload)
+            self._data(opcode, fin, payload)
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 7.1.7): a close frame with ``code``, the app told,
@@ -434,13 +445,8 @@ class LeanWebSocketProtocol(asyncio.Protocol):
     # -- frames in, through websockets (permessage-deflate) --------------------------------
 
     def _conn_data(self, frame: Frame) -> None:
-        if frame.opcode is not Opcode.CONT:
-            self._message = [int(frame.opcode)]
-        message = cast(list[Any], self._message)
-        message.append(bytes(frame.data))
-        if frame.fin:
-            self._message = None
-            self._deliver(message[0] == _TEXT, b"".join(message[1:]))
+        opcode = 0 if frame.opcode is Opcode.CONT else int(frame.opcode)
+        self._data(opcode, frame.fin, bytes(frame.data))
 
     def _conn_close(self) -> None:
         conn = cast(ServerProtocol, self.conn)
@@ -458,6 +464,23 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         self.transport.close()
 
     # -- what both paths share ----------------------------------------------------------------
+
+    def _data(self, opcode: int, fin: bool, payload: bytes) -> None:
+        """A data frame (its order already checked): a message, or part of one."""
+        message = self._message
+        if message is None:
+            if fin:
+                return self._deliver(opcode == _TEXT, payload)
+            message = self._message = _Message(opcode)
+        message.frames += 1
+        if message.frames > MAX_FRAGMENTS:
+            return self._fail(1008, f"a message in more than {MAX_FRAGMENTS} frames")
+        if payload:
+            message.parts.append(payload)
+            message.size += len(payload)
+        if fin:
+            self._message = None
+            self._deliver(message.opcode == _TEXT, b"".join(message.parts))
 
     def _deliver(self, text: bool, data: bytes) -> None:
         if self.close_sent:
