@@ -282,6 +282,32 @@ async def test_a_ws_ping_gets_its_pong_and_a_pong_is_ignored(live_app: LiveAppFa
             client.close()
 
 
+async def test_pings_from_a_client_that_reads_nothing_do_not_grow_the_servers_buffer(
+    live_app: LiveAppFactory,
+) -> None:
+    async with live_app() as app:
+        client = await RawClient.open(app)
+        try:
+            proto = await _only_protocol(app)
+            client.writer.transport.pause_reading()  # type: ignore[attr-defined]
+            pings = client_frame(PING, b"p" * 125) * 1000
+            for _ in range(100):  # 13 MB of pings, 12.7 MB of pongs if each were answered
+                client.send(pings)
+                await client.writer.drain()
+            await eventually(lambda: not proto.writable)
+            high = proto.transport.get_write_buffer_limits()[1]
+            assert proto.transport.get_write_buffer_size() <= high + 131
+            client.writer.transport.resume_reading()  # type: ignore[attr-defined]
+            client.send(client_frame(TEXT, b'{"type":"ping","id":"still"}'))
+            pongs = 0
+            while (frame := await client.frame(within=10))[0] == PONG:  # those sent come first
+                pongs += 1
+            assert frame[0] == TEXT and json.loads(frame[1]) == {"type": "pong", "ref": "still"}
+            assert pongs < 100_000, "pings that came while the buffer was full got no pong"
+        finally:
+            client.close()
+
+
 async def test_the_clients_close_is_echoed_and_the_session_ends(live_app: LiveAppFactory) -> None:
     async with live_app() as app:
         client = await RawClient.open(app)

@@ -415,7 +415,10 @@ class LeanWebSocketProtocol(asyncio.Protocol):
 
     def _frame(self, opcode: int, fin: bool, payload: bytes) -> None:
         if opcode == _PING:
-            if self.state == OPEN:
+            # Not while the transport is above its high-water mark: a client that sends
+            # pings and reads nothing would otherwise grow our write buffer without end
+            # (RFC 6455 5.5.3 lets a pong answer only the latest of several pings).
+            if self.state == OPEN and self.writable:
                 self._write(_frame(0x80 | _PONG, payload))
         elif opcode == _CLOSE:
             if self._message is not None:
