@@ -289,7 +289,9 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             elif event.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
                 self._conn_data(event)
             elif event.opcode is Opcode.PING:
-                self._write(b"".join(self.conn.data_to_send()))  # websockets' pong
+                pong = b"".join(self.conn.data_to_send())  # websockets' pong
+                if self.writable:  # as on the lean path: none while the buffer is full
+                    self._write(pong)
 
     # -- the handshake --------------------------------------------------------------------
 
