@@ -226,9 +226,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
         # Unblock any send waiting to write: asyncio never resumes writing on a transport
         # lost while paused.
         self.resume_writing()
-        if self.close_timer is not None:
-            self.close_timer.cancel()
-            self.close_timer = None
+        self._cancel_close_timer()
         if exc is None:
             self.transport.close()
 
@@ -248,9 +246,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """The server is stopping: 1012 to an open connection, 500 before accept."""
         if self.close_sent:
-            if self.close_timer is not None:
-                self.close_timer.cancel()
-                self.close_timer = None
+            self._cancel_close_timer()
             self.transport.close()
             return
         if self.handshake_complete:
@@ -510,15 +506,22 @@ class LeanWebSocketProtocol(asyncio.Protocol):
     def _closed_by_client(self, code: int, reason: str) -> None:
         if self.close_sent:
             # The client echoed our close: the closing handshake is complete.
-            if self.close_timer is not None:
-                self.close_timer.cancel()
-                self.close_timer = None
+            if self._cancel_close_timer():
                 self.transport.close()
             return
         self.state = CLOSING
         if not self.transport.is_closing():
             self._put({"type": "websocket.disconnect", "code": code, "reason": reason})
             self.transport.close()
+
+    def _cancel_close_timer(self) -> bool:
+        """Stop the timer that ends a close handshake the client does not answer;
+        whether one was running."""
+        timer, self.close_timer = self.close_timer, None
+        if timer is None:
+            return False
+        timer.cancel()
+        return True
 
     def _send_close(self, code: int, reason: str) -> None:
         self.state = CLOSING
@@ -603,7 +606,9 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             self._handshake_message(message)
         elif not self.close_sent and self.initial_response is None:
             if kind == "websocket.send":
-                if self.state != OPEN:
+                # closing: a transport that failed a write closes itself before it calls
+                # connection_lost, and uvloop raises on a write to it
+                if self.state != OPEN or self.transport.is_closing():
                     raise ClientDisconnected()
                 data = message.get("bytes")
                 text = message.get("text")
