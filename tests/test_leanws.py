@@ -20,10 +20,18 @@ from typing import Any
 import anyio
 import pytest
 import uvicorn
+from uvicorn.protocols.utils import ClientDisconnected
 from websockets.asyncio.client import connect
 
 from live import SUBPROTOCOL, LiveApp, _QuietServer
-from secstream.leanws import CLOSING, CONNECTING, MAX_FRAGMENTS, OPEN, LeanWebSocketProtocol
+from secstream.leanws import (
+    CLOSED,
+    CLOSING,
+    CONNECTING,
+    MAX_FRAGMENTS,
+    OPEN,
+    LeanWebSocketProtocol,
+)
 from support import eventually
 
 pytestmark = pytest.mark.anyio
@@ -308,6 +316,24 @@ async def test_pings_from_a_client_that_reads_nothing_do_not_grow_the_servers_bu
                 pongs += 1
             assert frame[0] == TEXT and json.loads(frame[1]) == {"type": "pong", "ref": "still"}
             assert pongs < 100_000, "pings that came while the buffer was full got no pong"
+        finally:
+            client.close()
+
+
+async def test_a_send_after_the_transport_failed_is_the_client_gone(
+    live_app: LiveAppFactory,
+) -> None:
+    """A transport closes itself when a write fails, a turn before connection_lost: the
+    app's send then raises ClientDisconnected (an OSError), never a write to it."""
+    async with live_app() as app:
+        client = await RawClient.open(app)
+        try:
+            proto = await _only_protocol(app)
+            proto.transport.abort()  # as the transport does on a failed write
+            assert proto.state == OPEN and proto.transport.is_closing()
+            with pytest.raises(ClientDisconnected):
+                await proto.send({"type": "websocket.send", "text": "{}"})
+            await eventually(lambda: proto.state == CLOSED)
         finally:
             client.close()
 
