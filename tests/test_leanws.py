@@ -380,6 +380,30 @@ async def test_a_close_the_server_starts_ends_when_the_client_answers(
             client.close()
 
 
+async def test_a_frame_in_the_same_write_as_the_request_is_not_lost(
+    live_app: LiveAppFactory,
+) -> None:
+    """A client that sends its first frame with its upgrade request, before the 101
+    (RFC 6455 says it must wait; some do not): the frame reaches the app after accept."""
+    async with live_app() as app:
+        reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
+        try:
+            key = base64.b64encode(os.urandom(16)).decode()
+            writer.write(
+                f"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Protocol: {SUBPROTOCOL}, bearer.{app.token()}\r\n\r\n".encode()
+                + client_frame(TEXT, b'{"type":"ping","id":"eager"}')
+            )
+            with anyio.fail_after(5):
+                assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+            client = RawClient(reader, writer)
+            assert (await client.json())["type"] == "welcome"
+            assert await client.json() == {"type": "pong", "ref": "eager"}
+        finally:
+            writer.close()
+
+
 @contextlib.asynccontextmanager
 async def _gated_echo_server() -> AsyncIterator[tuple[int, dict[str, Any]]]:
     """uvicorn with our protocol and an app that answers each text message with
@@ -416,8 +440,8 @@ async def _gated_echo_server() -> AsyncIterator[tuple[int, dict[str, Any]]]:
 async def test_a_frame_begun_before_accept_is_read_after_it(deflate: bool) -> None:
     """A client that starts its first frame while the app is still deciding: the bytes
     wait, unparsed, and are read after accept with the rest, by whichever parser the
-    handshake chose. (Bytes in the very read that holds the request belong to uvicorn's
-    HTTP protocol, which drops them: a client must wait for the 101, RFC 6455 4.1.)"""
+    handshake chose. (This server runs uvicorn's own HTTP protocol, which drops bytes in
+    the read that holds the request; ``serve``'s passes them on, tested above.)"""
     async with _gated_echo_server() as (port, state):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -67,7 +68,8 @@ def guarded_http(
     connections sending headers at once: past it the one that has been at it longest is
     closed, so a slow-header flood cannot keep new clients out; and each request's body
     in full within ``body_timeout`` seconds of its headers (closed), whether or not the
-    app reads it."""
+    app reads it; and what a client sends after a WebSocket upgrade request in the same
+    read reaches the WebSocket protocol (uvicorn's drops it)."""
     pending: dict[GuardedHttp, asyncio.TimerHandle] = {}  # oldest first
 
     class GuardedHttp(HttpToolsProtocol):
@@ -84,11 +86,31 @@ def guarded_http(
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            super().data_received(data)
+            self._feed(data)
             if self in pending:  # still no end of headers after this chunk
                 self._header_bytes += len(data)
                 if self._header_bytes > MAX_HEADER_BYTES:
                     self._refuse(_TOO_LARGE)
+
+        def _feed(self, data: bytes) -> None:
+            """uvicorn's ``data_received``, except that the bytes after an upgrade request
+            in the same read go on to the WebSocket protocol: a client that sends its
+            first frame before the 101 loses nothing."""
+            self._unset_keepalive_if_required()
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                message = "Invalid HTTP request received."
+                self.logger.warning(message)
+                self.send_400_response(message)
+            except httptools.HttpParserUpgrade as upgrade:
+                if not self._should_upgrade():
+                    self._unsupported_upgrade_warning()
+                    return
+                self.handle_websocket_upgrade()
+                rest = data[upgrade.args[0]:] if upgrade.args else b""
+                if rest:
+                    self.transport.get_protocol().data_received(rest)  # type: ignore[attr-defined]
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
