@@ -234,7 +234,7 @@ async def test_a_protocol_violation_fails_the_connection_with_its_code(
 
 
 @pytest.mark.parametrize("deflate", [False, True], ids=["no extension", "permessage-deflate"])
-async def test_a_message_in_too_many_frames_fails_with_1008(
+async def test_a_message_in_too_many_frames_fails_with_1009(
     live_app: LiveAppFactory, deflate: bool
 ) -> None:
     """Empty continuation frames add no bytes: the number of frames is bounded too, so a
@@ -250,7 +250,7 @@ async def test_a_message_in_too_many_frames_fails_with_1008(
             assert (reply["type"], reply["ref"]) == ("pong", "at-the-bound")
             client.send(client_frame(TEXT, b"{", fin=False) + empty * MAX_FRAGMENTS)
             code, reason = await client.closed_with()
-            assert code == 1008 and "frames" in reason
+            assert code == 1009 and "frames" in reason
         finally:
             client.close()
 

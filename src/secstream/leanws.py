@@ -104,8 +104,9 @@ def _close_payload(code: int, reason: str) -> bytes:
 
 MAX_FRAGMENTS = 1024
 """Frames one message may come in (browsers send one): past it the connection fails
-with 1008, so that empty continuation frames cannot grow a message's list of parts
-without bound (``ws_max_size`` counts bytes, and an empty frame adds none)."""
+with 1009, the contract's close code for a message too big, so that empty
+continuation frames cannot grow a message's list of parts without bound
+(``ws_max_size`` counts bytes, and an empty frame adds none)."""
 
 
 class _Message:
@@ -475,7 +476,7 @@ class LeanWebSocketProtocol(asyncio.Protocol):
             message = self._message = _Message(opcode)
         message.frames += 1
         if message.frames > MAX_FRAGMENTS:
-            return self._fail(1008, f"a message in more than {MAX_FRAGMENTS} frames")
+            return self._fail(1009, f"a message in more than {MAX_FRAGMENTS} frames")
         if payload:
             message.parts.append(payload)
             message.size += len(payload)
